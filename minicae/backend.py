@@ -1,0 +1,186 @@
+"""Which array backend is active: NumPy, Numba or CuPy.
+
+A backend is a small frozen record: its ``name``, its array module ``xp``
+(``numpy`` or ``cupy``) and its ``kernels`` (the im2col/col2im set of
+:mod:`minicae.kernels`). It is chosen here, once, by :func:`set_backend`, the
+:func:`use_backend` context manager or the ``MINICAE_BACKEND`` environment
+variable; code below this floor receives it from :func:`get_backend` and never
+guesses it from array types. Optional packages are probed without importing
+them and imported on first use; a missing one is reported with the extra that
+installs it, never replaced silently by another backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy
+
+from .errors import BackendUnavailableError
+
+__all__ = [
+    "Backend",
+    "BACKENDS",
+    "available_backends",
+    "default_backend_name",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "to_device",
+    "to_numpy",
+    "info",
+]
+
+BACKENDS = ("numpy", "numba", "cupy")
+_EXTRA = {"numba": "numba", "cupy": "gpu"}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An active backend: its name, array module and kernel set."""
+
+    name: str
+    xp: Any
+    kernels: Any
+
+    @property
+    def device(self) -> str:
+        return "gpu" if self.name == "cupy" else "cpu"
+
+    def __repr__(self) -> str:
+        return f"Backend(name={self.name!r}, xp={self.xp.__name__})"
+
+
+def _package_present(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _cupy_status():
+    """Return (usable, reason) for CuPy without raising."""
+    if not _package_present("cupy"):
+        return False, "CuPy is not installed"
+    try:
+        cupy = importlib.import_module("cupy")
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # any CUDA driver/runtime failure means 'no device'
+        return False, f"CuPy cannot reach a GPU ({type(exc).__name__}: {exc})"
+    if count < 1:
+        return False, "CuPy found no CUDA device"
+    return True, f"{count} CUDA device(s)"
+
+
+def available_backends() -> dict:
+    """Map each backend name to ``(available, reason)``."""
+    out = {"numpy": (True, f"NumPy {numpy.__version__}")}
+    if _package_present("numba"):
+        out["numba"] = (True, "Numba installed")
+    else:
+        out["numba"] = (False, "Numba is not installed")
+    out["cupy"] = _cupy_status()
+    return out
+
+
+def default_backend_name() -> str:
+    """``MINICAE_BACKEND`` if set, else numba when importable, else numpy."""
+    env = os.environ.get("MINICAE_BACKEND", "").strip().lower()
+    if env:
+        return env
+    return "numba" if _package_present("numba") else "numpy"
+
+
+def _make(name: str) -> Backend:
+    if not isinstance(name, str) or name.lower() not in BACKENDS:
+        raise ValueError(f"set_backend({name!r}): expected one of "
+                         f"{', '.join(repr(b) for b in BACKENDS)}, got {name!r}.")
+    name = name.lower()
+    from . import kernels
+
+    if name == "numpy":
+        return Backend("numpy", numpy, kernels.load_kernels("numpy"))
+    if name == "numba":
+        try:
+            ks = kernels.load_kernels("numba")
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"set_backend('numba'): Numba is not installed ({type(exc).__name__}: "
+                f"{exc}). Install it with: pip install \"minicae[numba]\".") from exc
+        return Backend("numba", numpy, ks)
+    usable, reason = _cupy_status()
+    if not usable:
+        raise BackendUnavailableError(
+            f"set_backend('cupy'): {reason}. Install CuPy for CUDA 12 with: "
+            f"pip install \"minicae[gpu]\" on a machine with an NVIDIA GPU.")
+    cupy = importlib.import_module("cupy")
+    return Backend("cupy", cupy, kernels.load_kernels("cupy"))
+
+
+_active: Backend | None = None
+
+
+def get_backend() -> Backend:
+    """Return the active backend, creating the default one on first use."""
+    global _active
+    if _active is None:
+        _active = _make(default_backend_name())
+    return _active
+
+
+def set_backend(name: str) -> Backend:
+    """Make ``name`` ('numpy', 'numba' or 'cupy') the active backend."""
+    global _active
+    _active = _make(name)
+    return _active
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Context manager: run the block with backend ``name``, then restore."""
+    global _active
+    previous = _active
+    backend = _make(name)
+    _active = backend
+    try:
+        yield backend
+    finally:
+        _active = previous
+
+
+def to_device(array, dtype=None, backend: Backend | None = None):
+    """Copy ``array`` to the active backend's device (a no-op on the CPU)."""
+    be = backend or get_backend()
+    if be.name == "cupy":
+        return be.xp.asarray(array, dtype=dtype)
+    return numpy.asarray(to_numpy(array), dtype=dtype)
+
+
+def to_numpy(array):
+    """Return ``array`` as a NumPy array on the host (copies from a GPU)."""
+    if type(array).__module__.startswith("cupy"):
+        return array.get()
+    return numpy.asarray(array)
+
+
+def info() -> dict:
+    """Describe the installed backends and NumPy's BLAS (for ``minicae info``)."""
+    out = {"numpy": numpy.__version__, "default": default_backend_name(),
+           "backends": {k: {"available": v[0], "detail": v[1]}
+                        for k, v in available_backends().items()}}
+    blas = []
+    try:
+        threadpoolctl = importlib.import_module("threadpoolctl")
+        for pool in threadpoolctl.threadpool_info():
+            blas.append({k: pool.get(k) for k in
+                         ("user_api", "internal_api", "version", "num_threads",
+                          "architecture")})
+    except ImportError:
+        blas.append({"note": "install threadpoolctl to see BLAS threads"})
+    out["blas"] = blas
+    out["env"] = {k: os.environ[k] for k in
+                  ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
+                   "NUMBA_NUM_THREADS", "MINICAE_BACKEND") if k in os.environ}
+    return out

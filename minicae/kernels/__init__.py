@@ -1,0 +1,39 @@
+"""Hot loops, one module per backend, one signature.
+
+Every kernel set provides
+
+``im2col(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w) -> cols``
+    ``x`` of shape (N, C, H, W) to ``cols`` of shape (N, C, kh, kw, oh, ow)
+    with ``cols[n, c, i, j, p, q] = x_pad[n, c, p*sh + i*dil_h, q*sw + j*dil_w]``
+    where ``x_pad`` is ``x`` zero-padded by (pt, pb) rows and (pl, pr)
+    columns and ``oh = (H + pt + pb - dil_h*(kh-1) - 1) // sh + 1``.
+
+``col2im(cols, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w) -> x``
+    the adjoint of ``im2col``: every column entry is added back to the input
+    pixel it was read from, padding is dropped; ``x`` has shape (N, C, h, w).
+
+Kernels import nothing from minicae and validate nothing: callers (the
+functional floor) have checked shapes and dtypes before calling them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import NamedTuple
+
+__all__ = ["KernelSet", "load_kernels"]
+
+
+class KernelSet(NamedTuple):
+    name: str
+    im2col: object
+    col2im: object
+
+
+_MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
+
+
+def load_kernels(name: str) -> KernelSet:
+    """Import the kernel module of backend ``name`` (lazily) and return its set."""
+    module = importlib.import_module(_MODULES[name], __name__)
+    return KernelSet(name, module.im2col, module.col2im)
