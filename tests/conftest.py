@@ -10,12 +10,16 @@ from hypothesis import HealthCheck, settings
 
 from minicae import backend as backend_mod
 
+# The `backend` fixture only selects a backend, so sharing it across
+# generated examples is safe.
+_SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large,
+               HealthCheck.function_scoped_fixture]
 settings.register_profile(
     "ci", max_examples=25, deadline=None, derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    suppress_health_check=_SUPPRESSED)
 settings.register_profile(
     "dev", max_examples=200, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    suppress_health_check=_SUPPRESSED)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 AVAILABLE = backend_mod.available_backends()
@@ -49,3 +53,11 @@ def numpy_backend():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(params=[p for p in _backend_params() if p.values[0] != "numpy"])
+def other_backend(request):
+    """Name of each non-reference backend, for parity tests against NumPy."""
+    with backend_mod.use_backend(request.param):
+        pass                        # fail early (and clearly) if it cannot be made
+    return request.param
