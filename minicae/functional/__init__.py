@@ -17,6 +17,13 @@ from .conv import (conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_b
                    get_workspace_limit, set_workspace_limit)
 from .linear import linear, linear_backward
 from .pool import max_pool2d, max_pool2d_backward, upsample, upsample_backward
+from .losses import (BCE_EPS, REDUCTIONS, bce, bce_backward, bce_with_logits,
+                     bce_with_logits_backward, cross_entropy, cross_entropy_backward,
+                     dice_loss, dice_loss_backward, log_softmax, mse, mse_backward, softmax)
+from .penalties import (contractive_conv, contractive_conv_backward, contractive_dense,
+                        contractive_dense_backward, kl_divergence_bernoulli, kl_sparsity,
+                        kl_sparsity_backward, l1_activity, l1_activity_backward, top_k,
+                        top_k_backward)
 
 
 def asarray(array, dtype=None):
@@ -40,4 +47,10 @@ __all__ = [
     "conv_transpose2d", "conv_transpose2d_backward", "get_workspace_limit",
     "set_workspace_limit", "linear", "linear_backward", "max_pool2d",
     "max_pool2d_backward", "upsample", "upsample_backward", "asarray", "array_module",
+    "BCE_EPS", "REDUCTIONS", "mse", "mse_backward", "bce", "bce_backward",
+    "bce_with_logits", "bce_with_logits_backward", "log_softmax", "softmax",
+    "cross_entropy", "cross_entropy_backward", "dice_loss", "dice_loss_backward",
+    "l1_activity", "l1_activity_backward", "kl_divergence_bernoulli", "kl_sparsity",
+    "kl_sparsity_backward", "contractive_dense", "contractive_dense_backward",
+    "contractive_conv", "contractive_conv_backward", "top_k", "top_k_backward",
 ]
