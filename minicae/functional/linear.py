@@ -40,12 +40,14 @@ def linear(x, weight, bias=None):
     tests/test_functional.py::test_linear_grad.
     """
     _check(x, weight, "linear")
-    y = active().xp.matmul(x, weight.T)     # y = x Wᵀ
     if bias is not None:
         check_input(bias, where="linear", name="bias", ndim=1)
         if bias.shape[0] != weight.shape[0]:
             raise ShapeError(f"linear: expected bias of shape ({weight.shape[0]},), got "
                              f"{tuple(bias.shape)}.")
+        check_same_dtype(x, bias, where="linear", names=("input", "bias"))
+    y = active().xp.matmul(x, weight.T)     # y = x Wᵀ
+    if bias is not None:
         y += bias
     return y
 
