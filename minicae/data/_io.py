@@ -1,0 +1,82 @@
+"""File checks and writes shared by the readers: existence, gzip, atomic replace."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+from ..errors import DataError
+
+__all__ = ["DataFileNotFoundError", "existing_file", "existing_dir", "read_bytes",
+           "atomic_write"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class DataFileNotFoundError(DataError, FileNotFoundError):
+    """A data file or directory does not exist (a DataError and a FileNotFoundError)."""
+
+
+def existing_file(path, *, where, what="a file"):
+    """Return ``Path(path)`` if it is an existing file, else raise naming it."""
+    path = Path(os.fspath(path))
+    if not path.exists():
+        raise DataFileNotFoundError(
+            f"{where}: expected {what}, got {str(path)!r}, which does not exist. "
+            f"Check the path (relative paths start at {os.getcwd()!r}).")
+    if not path.is_file():
+        raise DataError(f"{where}: expected {what}, got {str(path)!r}, which is a "
+                        f"directory or a special file.")
+    return path
+
+
+def existing_dir(path, *, where, what="a directory"):
+    """Return ``Path(path)`` if it is an existing directory, else raise naming it."""
+    path = Path(os.fspath(path))
+    if not path.exists():
+        raise DataFileNotFoundError(
+            f"{where}: expected {what}, got {str(path)!r}, which does not exist. "
+            f"Check the path (relative paths start at {os.getcwd()!r}).")
+    if not path.is_dir():
+        raise DataError(f"{where}: expected {what}, got {str(path)!r}, which is a file.")
+    return path
+
+
+def read_bytes(path, *, where):
+    """All bytes of a file, gunzipped when it starts with the gzip magic 1f 8b."""
+    path = existing_file(path, where=where)
+    raw = path.read_bytes()
+    if not raw.startswith(_GZIP_MAGIC):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DataError(
+            f"{where}: expected a complete gzip stream in {str(path)!r}, got "
+            f"{len(raw)} compressed bytes that do not decompress "
+            f"({type(exc).__name__}: {exc}). The file is truncated or corrupt; "
+            f"fetch it again.") from exc
+
+
+def atomic_write(path, payload, *, compress=False):
+    """Write ``payload`` (bytes) to ``path`` via a temporary file and os.replace."""
+    path = Path(os.fspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if compress:
+                # mtime=0 makes the archive bytes depend on the payload only
+                with gzip.GzipFile(fileobj=handle, mode="wb", mtime=0) as gz:
+                    gz.write(payload)
+            else:
+                handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
