@@ -179,7 +179,7 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
         x_val=None, val_fraction=0.1, seed=0, corruption=None, corruption_level=0.2,
         early_stopping=None, checkpoint_dir=None, resume=False, progress=True,
         on_nonfinite="raise", scheduler=None, callback=None, reduce_grads=None,
-        is_writer=True):
+        is_writer=True, distributed=None):
     """Train ``model`` to reconstruct ``x`` and return a :class:`History`.
 
     Parameters
@@ -211,6 +211,13 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
         Called after backward with the model (data-parallel gradient averaging).
     is_writer : bool
         Whether this process writes files (False on non-zero MPI ranks).
+    distributed : minicae.distributed.MPIContext, optional
+        Data-parallel training: ``batch_size`` is per rank, each rank takes the
+        rank-strided slice ``batch[rank::size]`` of the same global batch of
+        ``size * batch_size`` samples, one Allreduce per step averages the
+        gradients (weighted by slice size) and sums the batch's loss and flags,
+        and only rank 0 writes files or shows progress. A last global batch with
+        fewer than ``size`` samples is dropped. See docs/distributed.md.
     """
     where = "fit"
     _check_data(x, where)
@@ -225,6 +232,9 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
         check_positive_int(early_stopping, where=where, name="early_stopping")
     loss_fn = _make_loss(loss)
     opt = _make_optimizer(optimizer, model, lr)
+    rank, n_ranks = (0, 1) if distributed is None else (distributed.rank, distributed.size)
+    is_writer = is_writer and rank == 0
+    progress = progress and rank == 0
 
     if x_val is None:
         if val_fraction:
@@ -240,7 +250,8 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
 
     path = best_path = None
     if checkpoint_dir is not None:
-        os.makedirs(checkpoint_dir, exist_ok=True)
+        if is_writer:
+            os.makedirs(checkpoint_dir, exist_ok=True)
         path = os.path.join(checkpoint_dir, "checkpoint.npz")
         best_path = os.path.join(checkpoint_dir, "best.npz")
     start_epoch, start_batch, partial = 0, 0, None
@@ -260,10 +271,19 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
                              f"same seed to continue exactly.")
         history = History.from_dict(meta["history"])
         start_epoch, start_batch = meta["epoch"], meta["batches_done"]
+        saved_ranks = meta.get("train", {}).get("ranks", 1)
+        if start_batch and saved_ranks != n_ranks:
+            raise ValueError(f"{where}: the checkpoint stopped mid-epoch with {saved_ranks} "
+                             f"rank(s), got {n_ranks}. Resume with {saved_ranks} rank(s).")
         partial = meta.get("partial")
         best, stale = meta.get("best", math.inf), meta.get("stale", 0)
         if scheduler is not None and meta.get("scheduler"):
             scheduler.load_state_dict(meta["scheduler"])
+    if distributed is not None:
+        if len(x) < n_ranks:
+            raise ValueError(f"{where}: expected at least one training image per rank "
+                             f"({n_ranks}), got {len(x)}. Use fewer ranks.")
+        distributed.broadcast_parameters(model)     # identical start, fresh or resumed
 
     def save(epoch, batches_done, partial_state):
         if path is None or not is_writer:
@@ -275,6 +295,7 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
                         "seed": seed, "epoch": epoch, "batch": batches_done},
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr,
+                          "ranks": n_ranks,
                           "corruption": corruption, "corruption_level": corruption_level}}
         ckpt.save(path, model, opt, **meta)
         history.save(os.path.join(os.path.dirname(path), "history.json"))
@@ -284,7 +305,9 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
     with _SigintFlag() as sigint:
         for epoch in range(start_epoch, epochs):
             rng = numpy.random.default_rng([seed, epoch])
-            batches = list(iterate_minibatches(len(x), batch_size, rng=rng))
+            batches = list(iterate_minibatches(len(x), batch_size * n_ranks, rng=rng))
+            if n_ranks > 1 and len(batches[-1]) < n_ranks:
+                batches.pop()           # a rank would get no sample
             if progress:
                 bar = _progress(len(batches), f"epoch {epoch + 1}/{epochs}")
             sums = dict(partial) if (partial and epoch == start_epoch) else {
@@ -295,12 +318,15 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
                 bar.update(first)
             t0 = time.perf_counter()
             for b in range(first, len(batches)):
-                idx = batches[b]
+                idx = batches[b][rank::n_ranks]
                 target_host = x[idx]
                 inp_host = target_host
                 if corruption is not None:
+                    # noise of the global batch, then this rank's slice: any rank count
+                    # gives every sample the same noise
                     noise_rng = numpy.random.default_rng([seed, epoch, b, 1])
-                    inp_host = corrupt(target_host, corruption, corruption_level, noise_rng)
+                    inp_host = corrupt(x[batches[b]], corruption, corruption_level,
+                                       noise_rng)[rank::n_ranks]
                 inp, target = to_device(inp_host), to_device(target_host)
                 model.zero_grad()
                 x_hat = model(inp)
@@ -310,6 +336,17 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
                 model.backward(loss_fn.backward())
                 if reduce_grads is not None:
                     reduce_grads(model)
+                m, stop = len(idx), sigint.hit
+                code = getattr(model, "code_", None)
+                l0 = float((code != 0).reshape(m, -1).sum()) if code is not None else 0.0
+                if distributed is not None:
+                    # one Allreduce: g ← Σ_r m_r g_r / Σ_r m_r, and the batch's sums
+                    sent = [m, value * m, l0, float(not math.isfinite(total)), float(stop)]
+                    sent += [v * m for v in pens.values()]
+                    got = distributed.allreduce_grads(model, sent).tolist()
+                    m, value, l0, stop = int(round(got[0])), got[1] / got[0], got[2], got[4] > 0
+                    pens = {k: v / got[0] for k, v in zip(pens, got[5:])}
+                    total = value + sum(pens.values()) if got[3] == 0 else math.nan
                 finite = math.isfinite(total) and math.isfinite(_grad_norm_sq(model))
                 if not finite:
                     if on_nonfinite == "raise":
@@ -322,18 +359,15 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
                     model.zero_grad()
                 else:
                     opt.step()
-                    m = len(idx)
                     sums["loss"] += value * m
                     sums["n"] += m
-                    code = getattr(model, "code_", None)
-                    if code is not None:
-                        sums["l0"] += float((code != 0).reshape(m, -1).sum())
+                    sums["l0"] += l0
                     for k, v in pens.items():
                         sums["penalties"][k] = sums["penalties"].get(k, 0.0) + v * m
                 if bar is not None:
                     bar.set_postfix(loss=f"{value:.4g}")
                     bar.update(1)
-                if sigint.hit:
+                if stop:
                     sums["seconds"] += time.perf_counter() - t0
                     save(epoch, b + 1, sums)
                     if bar is not None:
