@@ -45,9 +45,9 @@ def existing_dir(path, *, where, what="a directory"):
     return path
 
 
-def read_bytes(path, *, where):
+def read_bytes(path, *, where, what="a file"):
     """All bytes of a file, gunzipped when it starts with the gzip magic 1f 8b."""
-    path = existing_file(path, where=where)
+    path = existing_file(path, where=where, what=what)
     raw = path.read_bytes()
     if not raw.startswith(_GZIP_MAGIC):
         return raw

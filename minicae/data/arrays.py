@@ -122,7 +122,7 @@ def load_arrays(path, *, dtype=np.float32):
     a data file is refused, never executed.
     """
     where = f"load_arrays({str(path)!r})"
-    path = existing_file(path, where=where)
+    path = existing_file(path, where=where, what="a .npz or .npy file")
     if np.dtype(dtype).kind != "f":
         raise TypeError(f"load_arrays: expected a floating dtype, got {np.dtype(dtype)}.")
     loaded = _open(path, where)

@@ -30,7 +30,7 @@ def _describe_magic(magic):
 
 def _read_idx(path, where):
     """Parse an IDX file; return (native-endian array, magic number)."""
-    raw = read_bytes(path, where=where)
+    raw = read_bytes(path, where=where, what="an IDX file")
     if len(raw) < 4:
         raise DataError(f"{where}: expected at least the 4-byte IDX magic number, got a "
                         f"{len(raw)}-byte file. The file is truncated or not an IDX file.")
