@@ -154,6 +154,9 @@ class ConvTranspose2d(_ConvBase):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{where}: groups={groups} must divide both in_channels="
                              f"{in_channels} and out_channels={out_channels}.")
+        if isinstance(padding, str) and padding != "valid":
+            raise ValueError(f"{where}: expected padding to be an int, a pair of ints or "
+                             f"'valid', got {padding!r}.")
         self.padding = 0 if padding == "valid" else as_pair(padding, where=where,
                                                              name="padding", minimum=0)
         self.output_padding = as_pair(output_padding, where=where, name="output_padding",
