@@ -1,0 +1,294 @@
+"""The workloads of ``minicae bench``: the same work on minicae and on PyTorch.
+
+Each builder returns a :class:`Work`: a ``step()`` closure doing one unit of
+work (a forward+backward, a training step, a GEMM), a ``forward()`` closure
+where a forward alone is meaningful, the multiply-accumulate count of one step
+and the samples it processes. FLOPs are ``2 * MACs``; a convolution's
+forward+backward counts three products of the forward's size (y, dx, dW), on
+both sides, so the GFLOP/s columns compare like with like.
+
+The minicae side is built from :mod:`minicae.nn` layers and the functional
+floor directly; the PyTorch side from ``torch.nn`` with the same shapes,
+initialisation scheme, loss and optimiser (Adam, lr 1e-3).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+__all__ = ["Work", "CONV_CASES", "TRAIN_CASES", "build", "cae_strided", "conv_macs"]
+
+
+class Work(NamedTuple):
+    step: Callable[[], object]
+    forward: Callable[[], object] | None
+    macs: float              # multiply-accumulates of one step()
+    forward_macs: float
+    samples: int
+
+
+class ConvSpec(NamedTuple):
+    n: int
+    c_in: int
+    c_out: int
+    hw: int
+    k: int
+    stride: int
+    padding: int
+    output_padding: int = 0
+    transposed: bool = False
+
+
+# The rows of issue 5's table (batch, channels, image, kernel, stride, padding).
+CONV_CASES = {
+    "conv_1_16_28_s2": ConvSpec(128, 1, 16, 28, 3, 2, 1),
+    "conv_16_32_14_s2": ConvSpec(128, 16, 32, 14, 3, 2, 1),
+    "conv_16_16_28_s1": ConvSpec(64, 16, 16, 28, 3, 1, 1),
+    "conv_64_64_32_s1": ConvSpec(32, 64, 64, 32, 3, 1, 1),
+    "convT_32_16_7_s2": ConvSpec(128, 32, 16, 7, 3, 2, 1, 1, True),
+}
+TRAIN_CASES = {"cae_strided": (128, 28), "dense_ae": (256, 28), "cae_full": (128, 28)}
+
+
+def conv_macs(spec: ConvSpec):
+    """MACs of the forward: the convolution's (C_out·oh·ow)·(C_in·k²) per image."""
+    small = spec.hw if spec.transposed else (spec.hw + 2 * spec.padding - spec.k) \
+        // spec.stride + 1
+    c_small, c_big = (spec.c_in, spec.c_out) if spec.transposed else (spec.c_out,
+                                                                       spec.c_in)
+    return float(spec.n * c_small * small * small * c_big * spec.k * spec.k)
+
+
+def _sync_noop():
+    return None
+
+
+def _minicae_conv(spec: ConvSpec, rng, sync):
+    from . import functional as F
+
+    xp = F.array_module()
+    s, p, k = spec.stride, spec.padding, spec.k
+    if spec.transposed:
+        w_shape = (spec.c_in, spec.c_out, k, k)
+        out_hw = (spec.hw - 1) * s - 2 * p + k + spec.output_padding
+    else:
+        w_shape = (spec.c_out, spec.c_in, k, k)
+        out_hw = (spec.hw + 2 * p - k) // s + 1
+    x = F.asarray(rng.standard_normal((spec.n, spec.c_in, spec.hw, spec.hw)), np.float32)
+    w = F.asarray(rng.standard_normal(w_shape) * 0.1, np.float32)
+    b = F.asarray(rng.standard_normal(spec.c_out), np.float32)
+    dy = F.asarray(rng.standard_normal((spec.n, spec.c_out, out_hw, out_hw)), np.float32)
+    del xp
+    if spec.transposed:
+        kw = dict(stride=s, padding=p, output_padding=spec.output_padding)
+
+        def forward():
+            y = F.conv_transpose2d(x, w, b, **kw)
+            sync()
+            return y
+
+        def step():
+            y = F.conv_transpose2d(x, w, b, **kw)
+            grads = F.conv_transpose2d_backward(dy, x, w, **kw)
+            sync()
+            return y, grads
+    else:
+        kw = dict(stride=s, padding=p)
+
+        def forward():
+            y = F.conv2d(x, w, b, **kw)
+            sync()
+            return y
+
+        def step():
+            y = F.conv2d(x, w, b, **kw)
+            grads = F.conv2d_backward(dy, x, w, **kw)
+            sync()
+            return y, grads
+    macs = conv_macs(spec)
+    return Work(step, forward, 3 * macs, macs, spec.n)
+
+
+def _torch_conv(spec: ConvSpec, rng):
+    import torch
+
+    s, p, k = spec.stride, spec.padding, spec.k
+    tf = torch.nn.functional
+    w_shape = (spec.c_in, spec.c_out, k, k) if spec.transposed else (spec.c_out,
+                                                                       spec.c_in, k, k)
+    x = torch.tensor(rng.standard_normal((spec.n, spec.c_in, spec.hw, spec.hw)),
+                     dtype=torch.float32, requires_grad=True)
+    w = torch.tensor(rng.standard_normal(w_shape) * 0.1, dtype=torch.float32,
+                     requires_grad=True)
+    b = torch.tensor(rng.standard_normal(spec.c_out), dtype=torch.float32,
+                     requires_grad=True)
+    if spec.transposed:
+        def op(x_):
+            return tf.conv_transpose2d(x_, w, b, stride=s, padding=p,
+                                       output_padding=spec.output_padding)
+    else:
+        def op(x_):
+            return tf.conv2d(x_, w, b, stride=s, padding=p)
+    with torch.no_grad():
+        dy = torch.tensor(rng.standard_normal(tuple(op(x).shape)), dtype=torch.float32)
+
+    def forward():
+        with torch.no_grad():
+            return op(x)
+
+    def step():
+        y = op(x)
+        # dx, dW, db without accumulating into .grad (same work as minicae's backward)
+        return torch.autograd.grad(y, (x, w, b), dy)
+    macs = conv_macs(spec)
+    return Work(step, forward, 3 * macs, macs, spec.n)
+
+
+def _layers(name, nn):
+    """The models of the training rows, from a namespace with torch.nn's names."""
+    if name == "cae_strided":
+        return [nn.Conv2d(1, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
+                nn.ConvTranspose2d(32, 16, 3, 2, 1, 1), nn.ReLU(),
+                nn.ConvTranspose2d(16, 1, 3, 2, 1, 1), nn.Sigmoid()]
+    if name == "cae_full":
+        # the documents' scheme: pad by k-1 ('full'), decode with a 'valid' conv
+        return [nn.Conv2d(1, 16, 3, 1, padding="full"), nn.ReLU(),
+                nn.Conv2d(16, 1, 3, 1, padding=0), nn.Sigmoid()]
+    return [nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+            nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 784), nn.Sigmoid()]
+
+
+def _train_macs(name, n, hw):
+    if name == "dense_ae":
+        return 3.0 * n * (784 * 64 * 2 + 64 * 64 * 2)
+    if name == "cae_full":
+        return 3.0 * n * ((hw + 2) ** 2 * 16 * 9 + hw * hw * 16 * 9)
+    h1 = (hw + 1) // 2
+    h2 = (h1 + 1) // 2
+    return 3.0 * n * (h1 * h1 * 16 * 9 + h2 * h2 * 32 * 16 * 9 + h2 * h2 * 32 * 16 * 9
+                      + h1 * h1 * 16 * 9)
+
+
+class _Adam:
+    """Adam (Kingma & Ba) in place on (data, grad) pairs; the bench's fallback."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.lr, self.betas, self.eps, self.t = params, lr, betas, eps, 0
+        self.m = [p.data * 0 for p in params]
+        self.v = [p.data * 0 for p in params]
+
+    def step(self):
+        self.t += 1
+        b1, b2 = self.betas
+        lr_t = self.lr * (1 - b2 ** self.t) ** 0.5 / (1 - b1 ** self.t)
+        for p, m, v in zip(self.params, self.m, self.v):
+            m *= b1
+            m += (1 - b1) * p.grad                     # m = β1·m + (1-β1)·g
+            v *= b2
+            v += (1 - b2) * (p.grad * p.grad)          # v = β2·v + (1-β2)·g²
+            p.data -= lr_t * m / (v ** 0.5 + self.eps)
+
+
+def _minicae_adam(params):
+    try:
+        from .optim import Adam
+    except ImportError:
+        return _Adam(params)
+    return Adam(params, lr=1e-3)
+
+
+def _minicae_train(name, n, hw, rng, sync):
+    from . import functional as F
+    from . import nn
+
+    model = nn.Sequential(*_layers(name, nn))
+    dense = name == "dense_ae"
+    shape = (n, 784) if dense else (n, 1, hw, hw)
+    x = F.asarray(rng.random(shape), np.float32)
+    opt = _minicae_adam(model.parameters())
+    scale = np.float32(2.0 / x.size)
+
+    def step():
+        model.zero_grad()
+        y = model(x)
+        diff = y - x
+        loss = (diff * diff).mean()                  # L = mean((x̂ - x)²)
+        model.backward(diff * scale)                 # dL/dx̂ = 2(x̂ - x)/size
+        opt.step()
+        sync()
+        return loss
+    return model, Work(step, None, _train_macs(name, n, hw), 0.0, n)
+
+
+def _torch_train(name, n, hw, rng):
+    import torch
+
+    model = torch.nn.Sequential(*_layers(name, _TorchNN(torch)))
+    shape = (n, 784) if name == "dense_ae" else (n, 1, hw, hw)
+    x = torch.tensor(rng.random(shape), dtype=torch.float32)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.MSELoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), x)
+        loss.backward()
+        opt.step()
+        return loss
+    return model, Work(step, None, _train_macs(name, n, hw), 0.0, n)
+
+
+class _TorchNN:
+    """torch.nn with minicae's padding='full' spelled as an explicit k-1."""
+
+    def __init__(self, torch):
+        self._nn = torch.nn
+
+    def __getattr__(self, name):
+        return getattr(self._nn, name)
+
+    def Conv2d(self, c_in, c_out, k, stride=1, padding=0):  # noqa: N802 (torch's name)
+        if padding == "full":
+            padding = k - 1
+        return self._nn.Conv2d(c_in, c_out, k, stride, padding)
+
+
+def _gemm(side, n, rng):
+    a = rng.standard_normal((n, n)).astype(np.float32)
+    b = rng.standard_normal((n, n)).astype(np.float32)
+    if side == "torch":
+        import torch
+
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        return Work(lambda: torch.mm(ta, tb), None, float(n) ** 3, 0.0, 0)
+    return Work(lambda: a @ b, None, float(n) ** 3, 0.0, 0)
+
+
+def build(case, side, *, quick=False, batch=None, hw=None, sync=_sync_noop, seed=0):
+    """Build the :class:`Work` of ``case`` on ``side`` ('torch' or the active backend)."""
+    rng = np.random.default_rng(seed)
+    if case == "sgemm":
+        return _gemm(side, 64 if quick else 1024, rng)
+    if case in CONV_CASES:
+        spec = CONV_CASES[case]
+        if quick:
+            spec = spec._replace(n=2, hw=min(spec.hw, 8), c_in=min(spec.c_in, 4),
+                                 c_out=min(spec.c_out, 4))
+        if side == "torch":
+            return _torch_conv(spec, rng)
+        return _minicae_conv(spec, rng, sync)
+    n, size = TRAIN_CASES[case]
+    n = batch or (4 if quick else n)
+    size = hw or (8 if quick and case != "dense_ae" else size)
+    if case == "dense_ae":
+        size = 28
+    if side == "torch":
+        return _torch_train(case, n, size, rng)[1]
+    return _minicae_train(case, n, size, rng, sync)[1]
+
+
+def cae_strided(side, n, hw, seed=0):
+    """The strided CAE training step at batch ``n`` and image ``hw``² (scaling, RSS)."""
+    return build("cae_strided", side, batch=n, hw=hw, seed=seed)

@@ -1,0 +1,70 @@
+"""Smoke test of ``minicae bench``: it runs at tiny sizes and writes its JSON.
+
+Nothing here asserts anything about time (benchmarks are not tests); it checks
+that every requested row is produced with the keys the README and users rely
+on, and that the environment block records the BLAS facts.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from minicae import bench, cli
+
+ROW_KEYS = {"case", "side", "ms", "ms_q1", "ms_q3", "repeats", "gflops", "samples_per_s",
+            "peak_traced_mib"}
+CASES = ["conv_1_16_28_s2", "convT_32_16_7_s2", "cae_strided", "dense_ae", "sgemm"]
+
+
+def test_bench_quick_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    code = cli.main(["bench", "--quick", "--keep-env", "--backends", "numpy",
+                     "--cases", ",".join(CASES), "--repeats", "2", "--json", str(path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "conv_1_16_28_s2" in out and "GFLOP/s" in out
+    result = json.loads(path.read_text())
+    assert set(result) >= {"command", "environment", "sides", "rows"}
+    env = result["environment"]
+    assert set(env) >= {"cpu", "cores", "threads", "numpy", "numba", "blas", "env"}
+    assert set(env["env"]) >= {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"}
+    assert result["sides"] == ["numpy"]
+    assert [r["case"] for r in result["rows"]] == CASES
+    for row in result["rows"]:
+        missing = ROW_KEYS - set(row)
+        assert not missing, f"row {row['case']} lacks {missing}"
+        assert row["ms"] > 0 and row["repeats"] == 2, row
+    conv = result["rows"][0]
+    assert conv["fwd_ms"] > 0 and conv["fwd_gflops"] > 0
+
+
+def test_bench_rss_row_runs_in_a_subprocess(tmp_path):
+    path = tmp_path / "rss.json"
+    code = cli.main(["bench", "--quick", "--keep-env", "--backends", "numpy",
+                     "--cases", "rss_cae", "--json", str(path)])
+    assert code == 0
+    (row,) = json.loads(path.read_text())["rows"]
+    assert row["case"] == "rss_cae" and row["steps"] == 20
+    assert row["rss_mib"] >= row["rss_after_first_step_mib"] > 0
+
+
+def test_bench_scaling_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    plot, path = tmp_path / "scaling.png", tmp_path / "s.json"
+    code = cli.main(["bench", "--quick", "--keep-env", "--backends", "numpy",
+                     "--cases", "sgemm", "--repeats", "1", "--plot", str(plot),
+                     "--json", str(path)])
+    assert code == 0
+    assert plot.stat().st_size > 0
+    scaling = json.loads(path.read_text())["scaling"]
+    assert len(scaling["batch"]["numpy"]) == len(scaling["batches"])
+    assert len(scaling["image"]["numpy"]) == len(scaling["sizes"])
+    assert scaling["batch_variation"]["numpy"] >= 0
+
+
+def test_bench_rejects_unknown_case():
+    with pytest.raises(ValueError, match="unknown cases"):
+        bench.run_bench(cli.build_parser().parse_args(
+            ["bench", "--quick", "--keep-env", "--cases", "nope"]))
