@@ -34,15 +34,15 @@ def numerical_gradient(f, x, eps=1e-6):
         raise TypeError(f"numerical_gradient: expected a float64 array, got {x.dtype}. "
                         f"Central differences in float32 lose ~8 digits.")
     grad = numpy.zeros(x.shape, dtype=numpy.float64)
-    flat = x.reshape(-1)
-    for i in range(flat.size):
-        old = float(flat[i])
-        flat[i] = old + eps
+    # index x itself: x.reshape(-1) would be a copy for some non-contiguous views
+    for i in numpy.ndindex(x.shape):
+        old = float(x[i])
+        x[i] = old + eps
         f_plus = float(f(x))
-        flat[i] = old - eps
+        x[i] = old - eps
         f_minus = float(f(x))
-        flat[i] = old
-        grad.reshape(-1)[i] = (f_plus - f_minus) / (2 * eps)
+        x[i] = old
+        grad[i] = (f_plus - f_minus) / (2 * eps)
     return grad
 
 
