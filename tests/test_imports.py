@@ -1,0 +1,190 @@
+"""The architecture as a test: import direction, optional packages, line budget.
+
+``cli -> workflows -> models -> nn -> functional -> backend -> kernels``: every
+module is parsed with ``ast`` (nothing is imported) and its ``minicae.*``
+imports, relative ones resolved, are checked against what its floor may
+know. Only modules that exist are walked, so floors not written yet cost
+nothing; a module that fits no floor fails until it is given one here.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import tokenize
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "minicae"
+
+LEAVES = {"errors", "_validation"}
+# workflows, and their private helpers (_bench_cases) and plotting (plots)
+WORKFLOWS = {"data", "train", "checkpoint", "segment", "bench", "gradcheck", "optim",
+             "distributed", "_bench_cases", "plots"}
+BELOW_WORKFLOWS = {"models", "nn", "functional", "backend", "kernels"} | LEAVES
+# floor -> the floors (top-level minicae names) its modules may import
+ALLOWED = {
+    "errors": set(),
+    "_validation": {"errors"},
+    "kernels": {"kernels"},
+    "backend": {"kernels", "errors", "_validation"},
+    "functional": {"backend", "kernels", "_validation", "errors", "functional"},
+    "nn": {"functional", "_validation", "errors", "nn"},
+    "models": {"nn", "functional", "_validation", "errors", "models"},
+    **{w: BELOW_WORKFLOWS | WORKFLOWS for w in WORKFLOWS},
+    "cli": None,            # None: anything
+    "__main__": None,
+    "__init__": None,
+}
+# optional heavy packages: module path (relative to minicae/) allowed to import them
+OPTIONAL = {"cupy": {"backend.py", "kernels/_cupy.py"}, "numba": {"kernels/_numba.py"}}
+MODULE_BUDGET = 400
+PACKAGE_BUDGET = 6000
+
+
+def _modules():
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _rel(path):
+    return path.relative_to(PACKAGE).as_posix()
+
+
+def _dotted(path):
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _floor(path):
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+def _exists(dotted):
+    rel = Path(*dotted.split(".")[1:])
+    return (PACKAGE / rel).with_suffix(".py").exists() or (PACKAGE / rel / "__init__.py").exists()
+
+
+def minicae_imports(path):
+    """Absolute names of every minicae module imported by ``path`` (any depth)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = _dotted(path) if path.name == "__init__.py" else _dotted(path).rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names
+                      if a.name.split(".")[0] == "minicae"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module.split(".")[0] != "minicae":
+                continue
+            for alias in node.names:        # `from .. import functional` names a module
+                sub = f"{module}.{alias.name}"
+                if module == "minicae" and alias.name == "__version__":
+                    sub = "minicae.__version__"     # a constant, allowed everywhere
+                found.append((sub if _exists(sub) or sub.endswith("__version__") else module,
+                              node.lineno))
+    return found
+
+
+def _target_floor(dotted):
+    parts = dotted.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=_rel)
+def test_imports_point_down(path):
+    floor = _floor(path)
+    assert floor in ALLOWED, (
+        f"minicae/{_rel(path)}: floor {floor!r} is not in tests/test_imports.py ALLOWED; "
+        f"place it in the architecture (DESIGN.md) before adding modules.")
+    allowed = ALLOWED[floor]
+    if allowed is None:
+        return
+    bad = [(name, line) for name, line in minicae_imports(path)
+           if _target_floor(name) not in allowed | {"__version__"}]
+    assert not bad, (f"minicae/{_rel(path)} (floor {floor!r}) imports upward or sideways: "
+                     f"{bad}; allowed: {sorted(allowed)}")
+
+
+def _optional_uses(path):
+    """(package, line) for each import of cupy/numba, static or via importlib."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    uses = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        elif (isinstance(node, ast.Call) and node.args
+              and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", "")) in
+              ("import_module", "__import__")):
+            names = [node.args[0].value]
+        uses += [(n.split(".")[0], node.lineno) for n in names]
+    return [(pkg, line) for pkg, line in uses if pkg in OPTIONAL]
+
+
+@pytest.mark.parametrize("path", _modules(), ids=_rel)
+def test_optional_packages_stay_in_their_modules(path):
+    bad = [(pkg, line) for pkg, line in _optional_uses(path)
+           if _rel(path) not in OPTIONAL[pkg]]
+    assert not bad, (f"minicae/{_rel(path)} imports {bad}; only "
+                     f"{ {k: sorted(v) for k, v in OPTIONAL.items()} } may.")
+
+
+def test_import_checker_sees_relative_and_lazy_imports(tmp_path):
+    """The checker itself can fail: it resolves `from .. import x` inside functions."""
+    path = PACKAGE / "nn" / "layers.py"
+    names = {name for name, _ in minicae_imports(path)}
+    assert "minicae.functional" in names and "minicae.nn.module" in names
+    backend_uses = {pkg for pkg, _ in _optional_uses(PACKAGE / "backend.py")}
+    assert backend_uses == {"cupy"}
+
+
+def code_lines(source):
+    """Lines holding code: not blank, not comments, not docstrings."""
+    tree = ast.parse(source)
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                             ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                docstrings.update(range(first.lineno, first.end_lineno + 1))
+    lines = set()
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
+            tokenize.DEDENT, tokenize.ENCODING, tokenize.ENDMARKER}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type not in skip:
+            lines.update(range(tok.start[0], tok.end[0] + 1))
+    return len(lines - docstrings)
+
+
+def test_code_line_counter():
+    source = '"""Doc\n\nstring."""\n\n# comment\nx = 1  # trailing\n\n\ndef f():\n' \
+             '    """Doc."""\n    return (x +\n            1)\n'
+    assert code_lines(source) == 4          # x = 1, def f, return (x +, 1)
+
+
+@pytest.mark.parametrize("path", _modules(), ids=_rel)
+def test_module_line_budget(path):
+    n = code_lines(path.read_text(encoding="utf-8"))
+    assert n <= MODULE_BUDGET, (f"minicae/{_rel(path)} has {n} code lines (budget "
+                                f"{MODULE_BUDGET}): split it by concern.")
+
+
+def test_package_line_budget():
+    total = {(_rel(p)): code_lines(p.read_text(encoding="utf-8")) for p in _modules()}
+    assert sum(total.values()) <= PACKAGE_BUDGET, sorted(total.items(), key=lambda kv: -kv[1])
