@@ -12,6 +12,12 @@ Every kernel set provides
     the adjoint of ``im2col``: every column entry is added back to the input
     pixel it was read from, padding is dropped; ``x`` has shape (N, C, h, w).
 
+``im2col_kn(x, ..., out=None)`` / ``col2im_kn(cols, h, w, ..., out=None)``
+    the same pair with the columns in GEMM layout (C, kh, kw, N, oh, ow), so
+    that ``cols.reshape(C*kh*kw, N*oh*ow)`` is the operand of one matrix
+    product for a whole batch; ``out`` is an optional contiguous work buffer
+    (of the result's size) filled instead of allocating.
+
 Kernels import nothing from minicae and validate nothing: callers (the
 functional floor) have checked shapes and dtypes before calling them.
 """
@@ -28,6 +34,8 @@ class KernelSet(NamedTuple):
     name: str
     im2col: object
     col2im: object
+    im2col_kn: object
+    col2im_kn: object
 
 
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
@@ -36,4 +44,5 @@ _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
 def load_kernels(name: str) -> KernelSet:
     """Import the kernel module of backend ``name`` (lazily) and return its set."""
     module = importlib.import_module(_MODULES[name], __name__)
-    return KernelSet(name, module.im2col, module.col2im)
+    return KernelSet(name, module.im2col, module.col2im, module.im2col_kn,
+                     module.col2im_kn)
