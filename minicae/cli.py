@@ -105,7 +105,8 @@ def _cmd_train(args):
         with open(run_path) as fh:
             saved = json.load(fh)
         # the data, model and seed of the original run; only these may change:
-        keep = {k: getattr(args, k) for k in ("resume", "no_progress", "backend", "out")}
+        keep = {k: getattr(args, k) for k in ("resume", "no_progress", "backend", "out",
+                                              "distributed")}
         if args.epochs is not None:
             keep["epochs"] = args.epochs
         vars(args).update(saved)
@@ -114,17 +115,26 @@ def _cmd_train(args):
         args.epochs = DEFAULT_EPOCHS
     if args.backend:
         set_backend(args.backend)
+    ctx = None
+    if args.distributed:            # under mpirun: every rank runs this; rank 0 alone writes
+        from .distributed import init
+
+        ctx = init()
+    writer = ctx is None or ctx.is_writer
+    say = print if writer else (lambda *a, **k: None)
     images, _ = _load_images(args)
     if args.resume:
         model = checkpoint.load(ckpt_path).model
     else:
         model = _build_model(args, images)
-        os.makedirs(out, exist_ok=True)
-        with open(run_path, "w") as fh:
-            json.dump({k: v for k, v in vars(args).items() if k != "func"}, fh, indent=1)
-    print(f"model: {model.get_config()}")
-    print(f"data: {images.shape[0]} images of shape {tuple(images.shape[1:])}; "
-          f"out: {out}")
+        if writer:
+            os.makedirs(out, exist_ok=True)
+            with open(run_path, "w") as fh:
+                json.dump({k: v for k, v in vars(args).items() if k != "func"}, fh,
+                          indent=1)
+    say(f"model: {model.get_config()}")
+    say(f"data: {images.shape[0]} images of shape {tuple(images.shape[1:])}; "
+        f"out: {out}" + (f"; {ctx.size} MPI ranks x batch {args.batch_size}" if ctx else ""))
     try:
         history = fit(model, images, loss=args.loss, optimizer=args.optimizer, lr=args.lr,
                       epochs=args.epochs, batch_size=args.batch_size,
@@ -132,12 +142,15 @@ def _cmd_train(args):
                       corruption=args.denoise, corruption_level=args.noise_level,
                       early_stopping=args.patience, checkpoint_dir=out,
                       resume=args.resume, progress=not args.no_progress,
-                      on_nonfinite=args.on_nonfinite, callback=_print_epoch)
+                      on_nonfinite=args.on_nonfinite,
+                      callback=_print_epoch if writer else None, distributed=ctx)
     except TrainingInterrupted as exc:
-        print(f"\ninterrupted at epoch {exc.epoch}, batch {exc.batch}; checkpoint written "
+        say(f"\ninterrupted at epoch {exc.epoch}, batch {exc.batch}; checkpoint written "
               f"to {exc.checkpoint_path}.\nResume with: minicae train --out {out} "
               f"--resume (same data and seed)", file=sys.stderr)
         return 130
+    if not writer:
+        return 0
     pictures = {}
     try:
         val = images[-8:]
@@ -216,6 +229,9 @@ def _add_train_arguments(p):
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.npz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI: mpirun -n 2 minicae train --distributed "
+                        "...; --batch-size is per rank (docs/distributed.md)")
 
 
 class _Parser(argparse.ArgumentParser):
