@@ -329,11 +329,14 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
                                        noise_rng)[rank::n_ranks]
                 inp, target = to_device(inp_host), to_device(target_host)
                 model.zero_grad()
-                x_hat = model(inp)
-                value = loss_fn(x_hat, target)
-                pens = model.penalty_values() if hasattr(model, "penalty_values") else {}
-                total = value + sum(pens.values())
-                model.backward(loss_fn.backward())
+                # a diverging step is detected below by value, not by NumPy warnings
+                with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    x_hat = model(inp)
+                    value = loss_fn(x_hat, target)
+                    pens = (model.penalty_values() if hasattr(model, "penalty_values")
+                            else {})
+                    total = value + sum(pens.values())
+                    model.backward(loss_fn.backward())
                 if reduce_grads is not None:
                     reduce_grads(model)
                 m, stop = len(idx), sigint.hit
