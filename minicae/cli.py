@@ -47,9 +47,7 @@ def _load_images(args):
                                          seed=args.seed)
         return images, masks
     loaded = data.load_dataset(args.data)
-    images = loaded[0] if isinstance(loaded, tuple) else loaded
-    masks = loaded[1] if isinstance(loaded, tuple) and len(loaded) > 1 else None
-    return images, masks
+    return loaded.images, loaded.masks
 
 
 def _penalty_spec(args):
@@ -260,7 +258,25 @@ def build_parser():
     p = sub.add_parser("bench", help="time the backends (and torch) on the issue-5 rows")
     add_bench_arguments(p)
     p.set_defaults(func=_cmd_bench)
+    from .segment.pipeline import add_segment_arguments
+
+    p = sub.add_parser("segment", help="segment held-out images with autoencoder features")
+    add_segment_arguments(p)
+    p.set_defaults(func=_cmd_segment)
     return parser
+
+
+def _cmd_segment(args):
+    from .segment.pipeline import format_table, run_segment
+
+    results, pictures = run_segment(args, log=lambda msg: print(f"  {msg}", file=sys.stderr,
+                                                                flush=True))
+    print(format_table(results))
+    for name, path in pictures.items():
+        print(f"overlay {name}: {path}")
+    if args.json:
+        print(f"json: {args.json}")
+    return 0
 
 
 def _cmd_bench(args):
