@@ -258,3 +258,22 @@ def test_leaky_relu_rejects_a_negative_slope(numpy_backend):
     with pytest.raises(ValueError, match=r"leaky_relu: expected negative_slope to be a "
                                          r"finite number >= 0, got -0.1"):
         F.leaky_relu(np.ones(3), -0.1)
+
+
+def test_backward_rejects_a_dy_of_another_dtype(numpy_backend):
+    """A float64 dY must not silently turn float32 gradients into float64."""
+    x32, w32 = np.ones((1, 1, 5, 5), np.float32), np.ones((1, 1, 3, 3), np.float32)
+    _, argmax = F.max_pool2d(x32, 2, return_indices=True)
+    calls = {
+        "conv2d_backward": lambda: F.conv2d_backward(np.ones((1, 1, 3, 3)), x32, w32),
+        "conv_transpose2d_backward": lambda: F.conv_transpose2d_backward(
+            np.ones((1, 1, 7, 7)), x32, w32),
+        "linear_backward": lambda: F.linear_backward(
+            np.ones((2, 3)), np.ones((2, 4), np.float32), np.ones((3, 4), np.float32)),
+        "max_pool2d_backward": lambda: F.max_pool2d_backward(np.ones((1, 1, 2, 2)), x32,
+                                                             argmax, 2),
+    }
+    for where, call in calls.items():
+        with pytest.raises(TypeError, match=rf"{where}: expected input and dy to share a "
+                                            r"dtype, got float32 and float64"):
+            call()

@@ -261,8 +261,9 @@ def _check_conv_args(x, weight, bias, g, where, transposed):
     return c_out
 
 
-def _check_grad(dy, shape, where):
+def _check_grad(dy, shape, where, x):
     check_input(dy, where=where, name="dy", ndim=4)
+    check_same_dtype(x, dy, where=where, names=("input", "dy"))
     if tuple(dy.shape) != tuple(shape):
         raise ShapeError(f"{where}: expected dy of shape {tuple(shape)} (the output's), "
                          f"got {tuple(dy.shape)}.")
@@ -341,7 +342,7 @@ def conv2d_backward(dy, x, weight, *, stride=1, padding=0, dilation=1, groups=1,
     c_out = _check_conv_args(x, weight, None, g, where, transposed=False)
     check_fits(g, x.shape[2], x.shape[3], where)
     oh, ow = g.output_hw(x.shape[2], x.shape[3])
-    _check_grad(dy, (x.shape[0], c_out, oh, ow), where)
+    _check_grad(dy, (x.shape[0], c_out, oh, ow), where, x)
     # dx = col2im(Wᵀ · dY), dW = Σ_n dY_n · cols(x_n)ᵀ, db = Σ dY
     return _conv_backward(dy, x, weight, g, weight.shape, need_dx=need_dx)
 
@@ -441,7 +442,7 @@ def conv_transpose2d_backward(dy, x, weight, *, stride=1, padding=0, output_padd
                                  groups, where)
     c_out = _check_conv_args(x, weight, None, g, where, transposed=True)
     oh, ow = _transposed_out_hw(x, g, op, where)
-    _check_grad(dy, (x.shape[0], c_out, oh, ow), where)
+    _check_grad(dy, (x.shape[0], c_out, oh, ow), where, x)
     # dx = conv2d(dY, W), dW = Σ_n x_n · cols(dY_n)ᵀ, db = Σ dY
     return _conv_t_backward(dy, x, weight, g, need_dx=need_dx)
 

@@ -65,6 +65,7 @@ def linear_backward(dy, x, weight, *, need_dx=True):
     """
     _check(x, weight, "linear_backward")
     check_input(dy, where="linear_backward", name="dy", ndim=2)
+    check_same_dtype(x, dy, where="linear_backward", names=("input", "dy"))
     if dy.shape != (x.shape[0], weight.shape[0]):
         raise ShapeError(f"linear_backward: expected dy of shape "
                          f"{(x.shape[0], weight.shape[0])}, got {tuple(dy.shape)}.")

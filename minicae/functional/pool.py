@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._validation import as_pair, check_positive_int
 from ..errors import ShapeError
-from ._common import active, check_input
+from ._common import active, check_input, check_same_dtype
 from ._geometry import check_fits, conv_geometry
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "upsample", "upsample_backward"]
@@ -79,6 +79,7 @@ def max_pool2d_backward(dy, x, argmax, kernel_size, stride=None, padding=0):
     n, c, h, w = x.shape
     oh, ow = argmax.shape[2:]
     check_input(dy, where=where, name="dy", ndim=4)
+    check_same_dtype(x, dy, where=where, names=("input", "dy"))
     if tuple(dy.shape) != (n, c, oh, ow):
         raise ShapeError(f"{where}: expected dy of shape {(n, c, oh, ow)}, got "
                          f"{tuple(dy.shape)}.")
