@@ -1,0 +1,309 @@
+"""The ``minicae segment`` workflow: every method and baseline on held-out images.
+
+:func:`run_segment` trains (or loads) an autoencoder on the unlabelled
+training images, segments the held-out images with each method, scores them
+against the masks and writes overlay pictures; :func:`format_table` renders
+the scores. The CLI only parses arguments (:func:`add_segment_arguments`)
+and prints.
+
+Methods (rows of the table):
+
+- ``kmeans_features``: k-means on the autoencoder's pooled hypercolumns;
+- ``kmeans_pixels``: k-means on raw intensities (the baseline);
+- ``kmeans_pixels_pooled``: k-means on intensities pooled the same way as the
+  features (texture energy of the pixels: a hand-made baseline);
+- ``otsu``: Otsu's threshold on intensity;
+- ``head_pretrained``, ``head_random``, ``head_pixels``: the same
+  :class:`SegmentationHead` on the pretrained encoder's features, on a
+  randomly initialised encoder of the same shape, and on raw pixels, each
+  trained on the same ``labels`` images (``head_finetune`` with
+  ``--finetune``);
+- ``anomaly_otsu``, ``anomaly_percentile``: reconstruction-error maps on
+  images with pasted defects (shapes data), thresholded; ``auroc`` column.
+
+Unsupervised labels are matched to classes by a Hungarian assignment per
+image before scoring. With ``task='fg'`` (default) every class > 0 is merged
+into foreground, so ``miou`` is the foreground/background mean IoU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy
+
+from .anomaly import reconstruction_error_map, threshold_scores
+from .cluster import kmeans_segment, match_labels
+from .features import PixelFeatures
+from .head import SegmentationHead
+from .metrics import foreground, roc_auc, segmentation_scores
+
+__all__ = ["add_segment_arguments", "run_segment", "format_table", "DEFAULTS"]
+
+DEFAULTS = dict(data="shapes", masks=None, n_images=300, image_size=32, test_fraction=0.2,
+                labels=10, task="fg", checkpoint=None, channels=[8, 16], kernel_size=3,
+                epochs=6, lr=2e-3, batch_size=32, pool="energy", window=5, smooth=1,
+                n_init=4, head_hidden=[16], head_epochs=80, head_lr=1e-2, dice_weight=0.0,
+                finetune=False, anomaly="auto", error_window=5, percentile=95.0,
+                overlays=6, out="runs/segment", json=None, seed=0, backend=None)
+
+COLUMNS = ("miou", "pixel_accuracy", "dice", "ari", "auroc")
+
+
+def add_segment_arguments(p):
+    """Register ``minicae segment``'s options on an argparse parser."""
+    d = DEFAULTS
+    p.add_argument("--data", default=d["data"],
+                   help="'shapes' (generated textured shapes, default), a .npz with "
+                        "'images' and optional 'masks', or a folder of images")
+    p.add_argument("--masks", default=None, help="folder data: the parallel mask folder")
+    p.add_argument("--n-images", type=int, default=d["n_images"], help="shapes: how many")
+    p.add_argument("--image-size", type=int, default=d["image_size"], help="shapes: H = W")
+    p.add_argument("--test-fraction", type=float, default=d["test_fraction"],
+                   help="held-out share of the images (never trained on or labelled)")
+    p.add_argument("--labels", type=int, default=d["labels"],
+                   help="labelled training images for the few-label heads")
+    p.add_argument("--task", choices=("fg", "classes"), default=d["task"],
+                   help="fg: foreground vs background (default); classes: every class")
+    p.add_argument("--checkpoint", default=None, help="load this autoencoder, do not train")
+    p.add_argument("--channels", type=int, nargs="+", default=d["channels"],
+                   help="'full' conv autoencoder: maps per encoder layer")
+    p.add_argument("--kernel-size", type=int, default=d["kernel_size"])
+    p.add_argument("--epochs", type=int, default=d["epochs"], help="autoencoder epochs")
+    p.add_argument("--lr", type=float, default=d["lr"], help="autoencoder learning rate")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--pool", choices=("none", "mean", "energy"), default=d["pool"],
+                   help="feature pooling: none, local mean, or texture energy (default)")
+    p.add_argument("--window", type=int, default=d["window"], help="pooling window (odd)")
+    p.add_argument("--smooth", type=int, default=d["smooth"],
+                   help="3x3 majority-filter passes over k-means label maps")
+    p.add_argument("--n-init", type=int, default=d["n_init"], help="k-means restarts")
+    p.add_argument("--head-hidden", type=int, nargs="*", default=d["head_hidden"],
+                   help="head hidden widths (none: a 1x1 convolution)")
+    p.add_argument("--head-epochs", type=int, default=d["head_epochs"])
+    p.add_argument("--head-lr", type=float, default=d["head_lr"])
+    p.add_argument("--dice-weight", type=float, default=d["dice_weight"],
+                   help="add this times the Dice loss to the head's cross-entropy")
+    p.add_argument("--finetune", action="store_true",
+                   help="also fine-tune the pretrained encoder with the head")
+    p.add_argument("--anomaly", choices=("auto", "on", "off"), default=d["anomaly"],
+                   help="anomaly rows (auto: on for the shapes data)")
+    p.add_argument("--error-window", type=int, default=d["error_window"],
+                   help="window of the local mean over reconstruction errors")
+    p.add_argument("--percentile", type=float, default=d["percentile"],
+                   help="anomaly_percentile threshold")
+    p.add_argument("--overlays", type=int, default=d["overlays"],
+                   help="held-out images per overlay PNG")
+    p.add_argument("--out", default=d["out"], help="folder for the overlay PNGs")
+    p.add_argument("--json", default=None, help="write the metrics table as JSON here")
+    p.add_argument("--backend", choices=("numpy", "numba", "cupy"), default=None)
+    p.add_argument("--seed", type=int, default=d["seed"])
+
+
+def _options(opts):
+    merged = dict(DEFAULTS)
+    merged.update({k: v for k, v in vars(opts).items() if k in DEFAULTS}
+                  if not isinstance(opts, dict) else opts)
+    unknown = set(merged) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"run_segment: unknown options {sorted(unknown)}.")
+    return merged
+
+
+def _load(o):
+    from ..data import load_arrays, load_image_folder, make_shapes
+
+    if o["data"] == "shapes":
+        return make_shapes(o["n_images"], size=o["image_size"], seed=o["seed"])
+    if os.path.isdir(o["data"]):
+        ds = load_image_folder(o["data"], mask_dir=o["masks"])
+    else:
+        ds = load_arrays(o["data"])
+    if ds.masks is None:
+        raise ValueError(f"minicae segment: expected masks with the images in "
+                         f"{o['data']!r} (a 'masks' array in the .npz, or --masks FOLDER), "
+                         f"got none. Segmentation metrics need ground truth.")
+    return ds.images, ds.masks
+
+
+def _split(n, o):
+    frac = o["test_fraction"]
+    if not 0 < frac < 1:
+        raise ValueError(f"minicae segment: expected --test-fraction in (0, 1), got {frac}.")
+    order = numpy.random.default_rng([o["seed"], 7]).permutation(n)
+    n_test = max(1, int(round(frac * n)))
+    test, train = numpy.sort(order[:n_test]), order[n_test:]
+    if len(train) < 2:
+        raise ValueError(f"minicae segment: {n} images leave {len(train)} for training; "
+                         f"lower --test-fraction or add images.")
+    labels = o["labels"]
+    if not 1 <= labels <= len(train):
+        raise ValueError(f"minicae segment: expected --labels in [1, {len(train)}] (the "
+                         f"training images), got {labels}.")
+    return train, numpy.sort(train[:labels]), test
+
+
+def _autoencoder(o, x_train, log):
+    from .. import checkpoint
+    from ..models import ConvAutoencoder
+    from ..train import fit
+
+    if o["checkpoint"]:
+        model = checkpoint.load(o["checkpoint"]).model
+        log(f"loaded {o['checkpoint']}")
+        return model
+    model = ConvAutoencoder(x_train.shape[1], channels=o["channels"],
+                            kernel_size=o["kernel_size"], scheme="full", seed=o["seed"],
+                            input_size=list(x_train.shape[2:]))
+    t0 = time.perf_counter()
+    history = fit(model, x_train, epochs=o["epochs"], lr=o["lr"], batch_size=o["batch_size"],
+                  seed=o["seed"], progress=False)
+    log(f"autoencoder trained in {time.perf_counter() - t0:.0f}s, val MSE "
+        f"{history.epochs[-1].get('val_loss', float('nan')):.5f} (mean-image baseline "
+        f"{history.baseline_mse or float('nan'):.5f})")
+    return model
+
+
+def _random_twin(model):
+    from ..models import model_from_config
+
+    config = dict(model.get_config())
+    config["seed"] = int(config.get("seed", 0)) + 1000
+    return model_from_config(type(model).__name__, config)
+
+
+def run_segment(opts, *, log=None):
+    """Run every method; return ``(results, pictures)``.
+
+    Parameters
+    ----------
+    opts : argparse.Namespace or dict
+        The options of :func:`add_segment_arguments` (missing ones default to
+        ``DEFAULTS``).
+    log : callable, optional
+        Receives progress lines.
+
+    Returns
+    -------
+    results : dict
+        ``{method: {"miou", "pixel_accuracy", "dice", "ari"[, "auroc"],
+        "seconds"}}``.
+    pictures : dict
+        ``{method: path of its overlay PNG}`` (empty without matplotlib).
+    """
+    o = _options(opts)
+    log = log or (lambda msg: None)
+    if o["backend"]:
+        from ..backend import set_backend
+        set_backend(o["backend"])
+    images, masks = _load(o)
+    train, labelled, test = _split(len(images), o)
+    truth_all = foreground(masks) if o["task"] == "fg" else numpy.asarray(masks, numpy.int64)
+    n_classes = int(truth_all.max()) + 1 if o["task"] == "classes" else 2
+    x_train, x_test, truth = images[train], images[test], truth_all[test]
+    x_lab, m_lab = images[labelled], truth_all[labelled]
+    log(f"data: {len(train)} training ({len(labelled)} labelled), {len(test)} held-out "
+        f"images of shape {tuple(images.shape[1:])}; {n_classes} classes")
+    model = _autoencoder(o, x_train, log)
+    pool = None if o["pool"] == "none" else o["pool"]
+    feat_kw = dict(pool=pool, smooth=o["window"] if pool else 0)
+    results, predictions = {}, {}
+
+    def record(name, pred, t0, extra=None):
+        results[name] = dict(segmentation_scores(truth if extra is None else extra[0], pred,
+                                                 n_classes=n_classes if extra is None
+                                                 else 2))
+        if extra is not None:
+            results[name]["auroc"] = extra[1]
+        results[name]["seconds"] = time.perf_counter() - t0
+        predictions[name] = pred
+        log(f"{name}: mIoU {results[name]['miou']:.3f} "
+            f"({results[name]['seconds']:.1f}s)")
+
+    km = dict(smooth=o["smooth"], n_init=o["n_init"], seed=o["seed"])
+    for name, mdl, kw in (("kmeans_features", model, feat_kw),
+                          ("kmeans_pixels", None, {}),
+                          ("kmeans_pixels_pooled", None, feat_kw)):
+        t0 = time.perf_counter()
+        f = PixelFeatures(mdl, **kw).fit(x_train).transform(x_test)
+        labels = kmeans_segment(f, n_classes, **km)
+        record(name, match_labels(labels, truth, n_classes=n_classes), t0)
+
+    t0 = time.perf_counter()
+    gray = x_test.mean(axis=1)
+    above, _ = threshold_scores(gray, method="otsu")
+    record("otsu", match_labels(above, truth, n_classes=n_classes), t0)
+
+    heads = [("head_pretrained", model), ("head_random", _random_twin(model)),
+             ("head_pixels", None)]
+    if o["finetune"]:
+        heads.append(("head_finetune", model))
+    for name, mdl in heads:
+        t0 = time.perf_counter()
+        extractor = PixelFeatures(mdl, **feat_kw).fit(x_train)
+        head = SegmentationHead(n_classes, hidden=tuple(o["head_hidden"]),
+                                epochs=o["head_epochs"], lr=o["head_lr"],
+                                dice_weight=o["dice_weight"], seed=o["seed"],
+                                extractor=extractor, finetune=name == "head_finetune")
+        record(name, head.fit(x_lab, m_lab).predict(x_test), t0)
+
+    anomaly = o["anomaly"] == "on" or (o["anomaly"] == "auto" and o["data"] == "shapes")
+    x_anom = None
+    if anomaly:
+        from ..data import make_shapes_anomaly
+
+        t0 = time.perf_counter()
+        x_anom, m_anom = make_shapes_anomaly(len(test), size=images.shape[2],
+                                             channels=images.shape[1], seed=o["seed"] + 1)
+        m_anom = m_anom.astype(numpy.int64)
+        err = reconstruction_error_map(model, x_anom, smooth=o["error_window"])
+        auc = roc_auc(m_anom, err)
+        for method in ("otsu", "percentile"):
+            pred, _ = threshold_scores(err, method=method, percentile=o["percentile"])
+            record(f"anomaly_{method}", pred, t0, extra=(m_anom, auc))
+    pictures = _overlays(o, x_test, truth, x_anom, m_anom if anomaly else None, predictions,
+                         log)
+    if o["json"]:
+        _write_json(o["json"], results)
+    return results, pictures
+
+
+def _overlays(o, x_test, truth, x_anom, m_anom, predictions, log):
+    if not o["overlays"] or not o["out"]:
+        return {}
+    try:
+        from ..plots import save_overlays
+        os.makedirs(o["out"], exist_ok=True)
+        pictures = {}
+        k = o["overlays"]
+        for name, pred in predictions.items():
+            is_anomaly = name.startswith("anomaly")
+            imgs, tru = (x_anom, m_anom) if is_anomaly else (x_test, truth)
+            path = os.path.join(o["out"], f"overlay_{name}.png")
+            pictures[name] = save_overlays(imgs[:k], tru[:k], pred[:k], path)
+        return pictures
+    except RuntimeError as exc:          # matplotlib missing: the table still stands
+        log(f"overlays skipped: {exc}")
+        return {}
+
+
+def _write_json(path, results):
+    payload = {name: {k: float(v) for k, v in row.items() if k in COLUMNS}
+               for name, row in results.items()}
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def format_table(results):
+    """One text table: a row per method, the metric columns and seconds."""
+    head = f"{'method':<22}" + "".join(f"{c:>15}" for c in COLUMNS + ("seconds",))
+    lines = [head, "-" * len(head)]
+    for name, row in results.items():
+        cells = "".join(f"{row[c]:>15.3f}" if c in row else f"{'':>15}"
+                        for c in COLUMNS + ("seconds",))
+        lines.append(f"{name:<22}" + cells)
+    return "\n".join(lines)
