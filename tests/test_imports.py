@@ -40,7 +40,10 @@ ALLOWED = {
 # optional heavy packages: module path (relative to minicae/) allowed to import them
 OPTIONAL = {"cupy": {"backend.py", "kernels/_cupy.py"}, "numba": {"kernels/_numba.py"}}
 MODULE_BUDGET = 400
-PACKAGE_BUDGET = 6000
+PACKAGE_BUDGET = 8000
+# the maths floors (STYLE: "core well under ~4,000"); workflows are counted in the total
+CORE = ("backend.py", "errors.py", "_validation.py", "kernels", "functional", "nn")
+CORE_BUDGET = 4000
 
 
 def _modules():
@@ -188,3 +191,5 @@ def test_module_line_budget(path):
 def test_package_line_budget():
     total = {(_rel(p)): code_lines(p.read_text(encoding="utf-8")) for p in _modules()}
     assert sum(total.values()) <= PACKAGE_BUDGET, sorted(total.items(), key=lambda kv: -kv[1])
+    core = {k: v for k, v in total.items() if k.split("/")[0] in CORE}
+    assert sum(core.values()) <= CORE_BUDGET, sorted(core.items(), key=lambda kv: -kv[1])
