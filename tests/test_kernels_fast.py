@@ -102,3 +102,20 @@ def test_kn_kernel_parity_with_numpy(other_backend, dtype, cfg):
     tol = 1e-5 if dtype == np.float32 else 1e-12
     assert_allclose(to_numpy(back), back_ref, rtol=tol, atol=tol,
                     err_msg=f"{other_backend} {dtype.__name__} {cfg}")
+
+
+@given(cfg=im2col_configs())
+def test_numba_col2im_kn_serial_and_parallel_drivers_agree(cfg):
+    """Both drivers of the one loop body (the parallel one serves large arrays)."""
+    _numba = pytest.importorskip("minicae.kernels._numba")
+    from minicae.kernels import _numpy
+
+    cols = _numpy.im2col_kn(_x(cfg), *cfg.args())
+    c = np.random.default_rng(cfg.seed + 3).standard_normal(cols.shape)
+    want = _numpy.col2im_kn(c, cfg.h, cfg.w, *cfg.geometry())
+    geometry = (cfg.sh, cfg.sw, cfg.pt, cfg.pl, cfg.dil_h, cfg.dil_w)
+    for driver in (_numba._col2im_kn_serial, _numba._col2im_kn_parallel):
+        got = np.full(want.shape, 5.0)                 # stale values must be overwritten
+        driver(c, got, *geometry)
+        assert_allclose(got, want, rtol=1e-12, atol=1e-12,
+                        err_msg=f"{driver.__name__} {cfg}")
