@@ -111,7 +111,9 @@ class KMeans:
     def _lloyd(self, x, x_sq, centers, tol_abs):
         xp = get_backend().xp
         k = self.n_clusters
-        for it in range(1, self.max_iter + 1):
+        n_iter = 0
+        for _ in range(self.max_iter):
+            n_iter += 1
             d = _sq_distances(x, centers, x_sq)
             labels = d.argmin(axis=1)
             onehot = (labels[:, None] == xp.arange(k)[None, :]).astype(x.dtype)
@@ -130,7 +132,7 @@ class KMeans:
         d = _sq_distances(x, centers, x_sq)
         labels = d.argmin(axis=1)
         inertia = float(d.min(axis=1).sum())
-        return centers, labels, inertia, it
+        return centers, labels, inertia, n_iter
 
     def fit(self, x):
         """Fit the centres to rows ``x`` of shape (M, D); return self."""

@@ -194,10 +194,15 @@ def run_segment(opts, *, log=None):
         ``{method: path of its overlay PNG}`` (empty without matplotlib).
     """
     o = _options(opts)
-    log = log or (lambda msg: None)
     if o["backend"]:
-        from ..backend import set_backend
-        set_backend(o["backend"])
+        from ..backend import use_backend
+
+        with use_backend(o["backend"]):
+            return _run(o, log or (lambda msg: None))
+    return _run(o, log or (lambda msg: None))
+
+
+def _run(o, log):
     images, masks = _load(o)
     train, labelled, test = _split(len(images), o)
     truth_all = foreground(masks) if o["task"] == "fg" else numpy.asarray(masks, numpy.int64)
