@@ -284,7 +284,7 @@ class ConvAutoencoder(Autoencoder):
                     stage_hw.append(enc[-2].output_shape(h, w))
             for i in reversed(range(len(kernels))):
                 k = kernels[i]
-                (h, w), (h2, w2) = stage_hw[i], stage_hw[i + 1]
+                (h, w), (h2, _) = stage_hw[i], stage_hw[i + 1]
                 op = (output_padding_for(h, k, 2, k // 2), output_padding_for(w, k, 2, k // 2))
                 if (h2 - 1) * 2 - 2 * (k // 2) + k + op[0] != h:
                     raise ValueError(f"{where}: cannot restore height {h} from {h2} with "
