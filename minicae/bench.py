@@ -191,7 +191,11 @@ def _measure(case, side, *, repeats, quick, **size):
         tf = time_work(work.forward, repeats=repeats, **timing)
         row["fwd_ms"] = 1e3 * tf["median_s"]
         row["fwd_gflops"] = 2 * work.forward_macs / tf["median_s"] / 1e9
-    if side != "torch":
+    if side == "cupy":                 # device memory: what CuPy's pool holds
+        import cupy
+
+        row["gpu_pool_mib"] = cupy.get_default_memory_pool().total_bytes() / 2**20
+    elif side != "torch":
         row["peak_traced_mib"] = _traced_peak(work.step) / 2**20
     return row
 
