@@ -492,7 +492,8 @@ class CosineLR(_Schedule):
 
     PyTorch's ``CosineAnnealingLR`` closed form, except that past
     :math:`T` = ``t_max`` the rate stays at :math:`\eta_{min}` instead of
-    rising again. Checked by tests/test_optim.py::test_cosine_lr_values.
+    rising again. Checked by
+    tests/test_optim.py::test_cosine_lr_values_and_state_round_trip.
     """
 
     def __init__(self, optimizer, t_max, eta_min=0.0):

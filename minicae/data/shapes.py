@@ -159,7 +159,8 @@ def make_shapes(n, *, size=64, channels=1, texture=True, seed=0, min_shapes=1,
     standardised to mean 0.5 and standard deviation 0.16. Then the pixel
     intensity has the same distribution moments inside and outside the
     objects, and only local texture (e.g. local standard deviation) separates
-    them. Checked by tests/test_data.py::test_texture_hides_intensity.
+    them. Checked by
+    tests/test_data.py::test_texture_hides_intensity_but_not_local_texture.
 
     Examples
     --------

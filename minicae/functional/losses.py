@@ -68,7 +68,7 @@ def mse(pred, target, *, reduction="mean"):
     .. math:: L = \frac{1}{m} \sum_i (\hat x_i - x_i)^2
 
     with ``m`` the number of elements for ``'mean'`` and 1 for ``'sum'``.
-    Checked by tests/test_losses.py::test_loss_grads.
+    Checked by tests/test_losses.py::test_elementwise_loss_grads.
     """
     _check_pair(pred, target, "mse")
     scale = _scale(pred.size, reduction, "mse")

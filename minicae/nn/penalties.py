@@ -84,7 +84,7 @@ class L1Activity(Penalty):
               \frac{\partial P}{\partial z} = \frac{\lambda}{N}\,\mathrm{sign}(z)
 
     (a mean over the batch, a sum over units; d|z|/dz = 0 at 0).
-    Checked by tests/test_penalties.py::test_penalty_total_gradient.
+    Checked by tests/test_penalties.py::test_penalty_total_gradient_dense.
     """
 
     def __init__(self, weight=1e-3):

@@ -1,0 +1,248 @@
+"""The docs cannot rot: their code runs, their pointers resolve, the doctests pass.
+
+- Every ```python block of README.md and docs/*.md runs. The blocks of one
+  file share a namespace and run in order, in a temporary working directory,
+  on the NumPy backend (restored afterwards). A block preceded by
+  ``<!-- skip: reason -->`` is skipped with that reason; one preceded by
+  ``<!-- requires: torch -->`` (any module name) is skipped where that
+  module is not installed.
+- Every ``path.py::name`` pointer in docs/maths.md and in minicae's
+  docstrings names a file that exists and a function or class defined in it,
+  and every ``docs/maths.md#anchor`` names a heading of docs/maths.md.
+- The doctests of every minicae module pass.
+"""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import importlib
+import importlib.util
+import os
+import pkgutil
+import re
+from pathlib import Path
+
+import pytest
+
+import minicae
+from minicae.backend import use_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC_FILES = sorted(p for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+                   if p.exists())
+MATHS = ROOT / "docs" / "maths.md"
+
+_FENCE = re.compile(r"^```(\w*)[ \t]*$")
+_DIRECTIVE = re.compile(r"^<!--\s*(skip|requires)\s*:\s*(.*?)\s*-->$")
+
+
+class Block:
+    """One fenced ```python block and the directive on the line above it."""
+
+    def __init__(self, path, line, code, skip=None, requires=()):
+        self.path, self.line, self.code = path, line, code
+        self.skip, self.requires = skip, requires
+
+    def missing(self):
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+
+def python_blocks(path):
+    """The ```python blocks of a Markdown file, in order, with their directives."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    blocks, i = [], 0
+    while i < len(lines):
+        fence = _FENCE.match(lines[i].strip())
+        if not fence:
+            i += 1
+            continue
+        start, lang = i, fence.group(1)
+        end = start + 1
+        while end < len(lines) and lines[end].strip() != "```":
+            end += 1
+        if lang == "python":
+            skip, requires = None, []
+            above = start - 1
+            while above >= 0 and _DIRECTIVE.match(lines[above].strip()):
+                kind, value = _DIRECTIVE.match(lines[above].strip()).groups()
+                if kind == "skip":
+                    skip = value or "no reason given"
+                else:
+                    requires += [m.strip() for m in value.split(",") if m.strip()]
+                above -= 1
+            blocks.append(Block(path, start + 1, "\n".join(lines[start + 1:end]), skip,
+                                tuple(requires)))
+        i = end + 1
+    return blocks
+
+
+def _doc_id(path):
+    return path.relative_to(ROOT).as_posix()
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=_doc_id)
+def test_markdown_python_blocks_run(path, tmp_path, monkeypatch):
+    blocks = python_blocks(path)
+    if not blocks:
+        pytest.skip(f"{_doc_id(path)} has no python blocks")
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "__docs__"}
+    skipped, ran = [], 0
+    with use_backend("numpy"):
+        for block in blocks:
+            where = f"{_doc_id(path)}:{block.line}"
+            if block.skip:
+                skipped.append(f"{where}: {block.skip}")
+                continue
+            if block.missing():
+                skipped.append(f"{where}: needs {', '.join(block.missing())}")
+                continue
+            code = compile(block.code, where, "exec")
+            try:
+                exec(code, namespace)
+            except Exception as exc:
+                raise AssertionError(f"the python block at {where} failed: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+            ran += 1
+    if skipped:
+        print("skipped blocks:\n  " + "\n  ".join(skipped))
+    if not ran:
+        pytest.skip("every block skipped: " + "; ".join(skipped))
+
+
+def test_block_parser_reads_directives(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("text\n\n<!-- skip: needs a GPU -->\n```python\nboom()\n```\n\n"
+                   "<!-- requires: no_such_module_xyz -->\n```python\nboom()\n```\n\n"
+                   "```sh\nnot python\n```\n\n```python\nx = 1\ny = x + 1\n```\n")
+    blocks = python_blocks(doc)
+    assert [b.skip for b in blocks] == ["needs a GPU", None, None]
+    assert blocks[1].missing() == ["no_such_module_xyz"]
+    assert blocks[2].code == "x = 1\ny = x + 1" and blocks[2].line == 17
+
+
+# --- pointers: path::name and maths.md#anchor -----------------------------------------
+
+_POINTER = re.compile(r"((?:minicae|tests|benchmarks|examples)/[\w/]+\.py)::(\w+)")
+_ANCHOR = re.compile(r"docs/maths\.md#([\w-]+)")
+
+
+def _defined_names(path):
+    """Every function and class name defined anywhere in a Python file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {node.name for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+
+
+def _slug(heading):
+    """GitHub's anchor for a Markdown heading."""
+    text = heading.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def maths_anchors():
+    anchors = set()
+    for line in MATHS.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            anchors.add(_slug(line.lstrip("#")))
+    return anchors
+
+
+def _package_texts():
+    for path in sorted((ROOT / "minicae").rglob("*.py")):
+        yield path.relative_to(ROOT).as_posix(), path.read_text(encoding="utf-8")
+
+
+def _pointer_sources():
+    yield "docs/maths.md", MATHS.read_text(encoding="utf-8")
+    yield from _package_texts()
+
+
+def test_every_code_and_test_pointer_resolves():
+    names_by_file, broken, seen = {}, [], 0
+    for source, text in _pointer_sources():
+        for path_text, name in _POINTER.findall(text):
+            seen += 1
+            path = ROOT / path_text
+            if not path.exists():
+                broken.append(f"{source}: {path_text}::{name} (no such file)")
+                continue
+            names = names_by_file.setdefault(path, _defined_names(path))
+            if name not in names:
+                broken.append(f"{source}: {path_text}::{name} (not defined there)")
+    assert seen > 50, f"only {seen} pointers found; is the pattern still right?"
+    assert not broken, "broken pointers:\n" + "\n".join(broken)
+
+
+def test_every_maths_anchor_exists():
+    anchors = maths_anchors()
+    wanted = {"convolution", "convolution-backward", "transposed-convolution", "linear",
+              "losses", "penalties", "gradient-checking"}
+    broken = []
+    for source, text in [*_package_texts(), *[(_doc_id(p), p.read_text(encoding="utf-8"))
+                                              for p in DOC_FILES]]:
+        for anchor in _ANCHOR.findall(text):
+            wanted.add(anchor)
+            if anchor not in anchors:
+                broken.append(f"{source}: docs/maths.md#{anchor}")
+    for anchor in re.findall(r"\]\(#([\w-]+)\)", MATHS.read_text(encoding="utf-8")):
+        if anchor not in anchors:
+            broken.append(f"docs/maths.md: (#{anchor})")
+    assert not broken, "anchors missing from docs/maths.md:\n" + "\n".join(broken)
+    assert wanted <= anchors
+
+
+def test_slug_follows_github():
+    assert _slug("Convolution backward") == "convolution-backward"
+    assert _slug("Top-k (k-sparse), exactly") == "top-k-k-sparse-exactly"
+    assert _slug("Contractive penalty, dense layer") == "contractive-penalty-dense-layer"
+
+
+# --- doctests -------------------------------------------------------------------------
+
+def _doctest_params():
+    """One param per minicae module that has doctests (or cannot be imported here)."""
+    params = []
+    for info in pkgutil.walk_packages(minicae.__path__, "minicae."):
+        if info.name == "minicae.__main__":       # importing it runs the CLI
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError as exc:               # e.g. kernels._cupy without CuPy
+            params.append(pytest.param(info.name, id=info.name, marks=pytest.mark.skip(
+                reason=f"{info.name} needs a missing package: {exc}")))
+            continue
+        if any(t.examples for t in doctest.DocTestFinder().find(module, info.name)):
+            params.append(pytest.param(info.name, id=info.name))
+    return params
+
+
+DOCTEST_PARAMS = _doctest_params()
+
+
+def test_doctests_are_collected():
+    assert len(DOCTEST_PARAMS) >= 5, [p.values[0] for p in DOCTEST_PARAMS]
+
+
+@pytest.mark.parametrize("name", DOCTEST_PARAMS)
+def test_doctests(name, tmp_path, monkeypatch):
+    module = importlib.import_module(name)
+    tests = [t for t in doctest.DocTestFinder().find(module, name) if t.examples]
+    monkeypatch.chdir(tmp_path)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS
+                                   | doctest.NORMALIZE_WHITESPACE)
+    report = []
+    with use_backend("numpy"):
+        for test in tests:
+            runner.run(test, out=report.append)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, "".join(report)
+    assert result.attempted > 0
+
+
+def test_doc_files_are_found():
+    found = {_doc_id(p) for p in DOC_FILES}
+    assert "docs/maths.md" in found
+    assert os.path.isdir(ROOT / "docs")
