@@ -32,28 +32,69 @@ def _check_forward_input(layer, x, channels):
 
 
 class _ConvBase(Module):
-    def _init_params(self, weight_shape, fan_in, bias, rng, dtype, gain):
+    """What Conv2d and ConvTranspose2d share: hyperparameters, init, grads, repr.
+
+    A subclass names its pair of functional ops (``_op``, ``_op_backward``)
+    and its weight layout; everything else is common.
+    """
+
+    _op = _op_backward = None
+
+    def _common_init(self, where, in_channels, out_channels, kernel_size, stride,
+                     dilation, groups):
+        self.in_channels = check_positive_int(in_channels, where=where, name="in_channels")
+        self.out_channels = check_positive_int(out_channels, where=where,
+                                               name="out_channels")
+        self.kernel_size = as_pair(kernel_size, where=where, name="kernel_size")
+        self.stride = as_pair(stride, where=where, name="stride")
+        self.dilation = as_pair(dilation, where=where, name="dilation")
+        self.groups = check_positive_int(groups, where=where, name="groups")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"{where}: groups={groups} must divide both in_channels="
+                             f"{in_channels} and out_channels={out_channels}.")
+
+    def _init_params(self, weight_shape, fan_in, bias, rng, dtype, gain, where):
+        dtype = _dtype(dtype, where)
+        gain = GAINS[gain] if isinstance(gain, str) else float(gain)
         rng = default_rng(rng)
         self.weight = Parameter(F.asarray(kaiming_uniform(rng, weight_shape, fan_in, gain),
                                           dtype=dtype))
-        n_out = self.out_channels
-        self.bias = (Parameter(F.asarray(uniform_bias(rng, n_out, fan_in), dtype=dtype))
-                     if bias else None)
+        self.bias = (Parameter(F.asarray(uniform_bias(rng, self.out_channels, fan_in),
+                                         dtype=dtype)) if bias else None)
         self._x = None
 
     def _geometry_kwargs(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups)
 
-    def _add_grads(self, dweight, dbias):
+    def forward(self, x):
+        _check_forward_input(self, x, self.in_channels)
+        self._x = x
+        bias = self.bias.data if self.bias is not None else None
+        return type(self)._op(x, self.weight.data, bias, **self._geometry_kwargs())
+
+    def backward(self, dy):
+        if self._x is None:
+            raise RuntimeError(f"{self!r}: backward called before forward.")
+        dx, dweight, dbias = type(self)._op_backward(dy, self._x, self.weight.data,
+                                                     **self._geometry_kwargs())
         self.weight.grad += dweight                  # accumulate, never assign
         if self.bias is not None:
             self.bias.grad += dbias
+        return dx
 
-    def _need_input(self):
-        if self._x is None:
-            raise RuntimeError(f"{self!r}: backward called before forward.")
-        return self._x
+    def extra_repr(self):
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size},"
+                f" stride={self.stride}, padding={self.padding!r}")
+        if getattr(self, "output_padding", (0, 0)) != (0, 0):
+            text += f", output_padding={self.output_padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
 
 
 class Conv2d(_ConvBase):
@@ -74,62 +115,30 @@ class Conv2d(_ConvBase):
         Kaiming gain ('relu', 'tanh', ... or a number) instead of the default.
     """
 
+    _op = staticmethod(F.conv2d)
+    _op_backward = staticmethod(F.conv2d_backward)
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, *, rng=None, dtype=numpy.float32,
                  init_gain="default"):
         where = "Conv2d"
-        self.in_channels = check_positive_int(in_channels, where=where, name="in_channels")
-        self.out_channels = check_positive_int(out_channels, where=where,
-                                               name="out_channels")
-        self.kernel_size = as_pair(kernel_size, where=where, name="kernel_size")
-        self.stride = as_pair(stride, where=where, name="stride")
-        self.dilation = as_pair(dilation, where=where, name="dilation")
-        self.groups = check_positive_int(groups, where=where, name="groups")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"{where}: groups={groups} must divide both in_channels="
-                             f"{in_channels} and out_channels={out_channels}.")
+        self._common_init(where, in_channels, out_channels, kernel_size, stride, dilation,
+                          groups)
         # validates padding (modes, 'same' with stride) once, at construction
         F.conv_geometry(self.kernel_size, self.stride, padding, self.dilation,
                         self.groups, where=where)
         self.padding = padding if isinstance(padding, str) else as_pair(
             padding, where=where, name="padding", minimum=0)
-        dtype = _dtype(dtype, where)
         kh, kw = self.kernel_size
-        fan_in = in_channels // groups * kh * kw
-        gain = GAINS[init_gain] if isinstance(init_gain, str) else float(init_gain)
-        self._init_params((out_channels, in_channels // groups, kh, kw), fan_in, bias,
-                          rng, dtype, gain)
-
-    def forward(self, x):
-        _check_forward_input(self, x, self.in_channels)
-        self._x = x
-        bias = self.bias.data if self.bias is not None else None
-        return F.conv2d(x, self.weight.data, bias, **self._geometry_kwargs())
-
-    def backward(self, dy):
-        x = self._need_input()
-        dx, dweight, dbias = F.conv2d_backward(dy, x, self.weight.data,
-                                               **self._geometry_kwargs())
-        self._add_grads(dweight, dbias)
-        return dx
+        self._init_params((out_channels, in_channels // groups, kh, kw),
+                          in_channels // groups * kh * kw, bias, rng, dtype, init_gain,
+                          where)
 
     def output_shape(self, h, w):
         """(oh, ow) for an (h, w) input."""
         g = F.conv_geometry(self.kernel_size, self.stride, self.padding, self.dilation,
                             self.groups, where=repr(self))
         return g.output_hw(h, w)
-
-    def extra_repr(self):
-        pad = repr(self.padding)
-        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size},"
-                f" stride={self.stride}, padding={pad}")
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
 
 
 class ConvTranspose2d(_ConvBase):
@@ -140,25 +149,20 @@ class ConvTranspose2d(_ConvBase):
     the matching convolution.
     """
 
+    _op = staticmethod(F.conv_transpose2d)
+    _op_backward = staticmethod(F.conv_transpose2d_backward)
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, dilation=1, groups=1, bias=True, *, rng=None,
                  dtype=numpy.float32, init_gain="default"):
         where = "ConvTranspose2d"
-        self.in_channels = check_positive_int(in_channels, where=where, name="in_channels")
-        self.out_channels = check_positive_int(out_channels, where=where,
-                                               name="out_channels")
-        self.kernel_size = as_pair(kernel_size, where=where, name="kernel_size")
-        self.stride = as_pair(stride, where=where, name="stride")
-        self.dilation = as_pair(dilation, where=where, name="dilation")
-        self.groups = check_positive_int(groups, where=where, name="groups")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"{where}: groups={groups} must divide both in_channels="
-                             f"{in_channels} and out_channels={out_channels}.")
+        self._common_init(where, in_channels, out_channels, kernel_size, stride, dilation,
+                          groups)
         if isinstance(padding, str) and padding != "valid":
             raise ValueError(f"{where}: expected padding to be an int, a pair of ints or "
                              f"'valid', got {padding!r}.")
-        self.padding = 0 if padding == "valid" else as_pair(padding, where=where,
-                                                             name="padding", minimum=0)
+        self.padding = as_pair(0 if padding == "valid" else padding, where=where,
+                               name="padding", minimum=0)
         self.output_padding = as_pair(output_padding, where=where, name="output_padding",
                                       minimum=0)
         for op, s, d in zip(self.output_padding, self.stride, self.dilation):
@@ -167,45 +171,16 @@ class ConvTranspose2d(_ConvBase):
                                  f"or dilation, got output_padding="
                                  f"{self.output_padding}, stride={self.stride}, "
                                  f"dilation={self.dilation}.")
-        self.padding = as_pair(self.padding, where=where, name="padding", minimum=0)
-        dtype = _dtype(dtype, where)
         kh, kw = self.kernel_size
         # PyTorch's fan-in for ConvTranspose2d is computed from weight.shape[1:]
-        fan_in = out_channels // groups * kh * kw
-        gain = GAINS[init_gain] if isinstance(init_gain, str) else float(init_gain)
-        self._init_params((in_channels, out_channels // groups, kh, kw), fan_in, bias,
-                          rng, dtype, gain)
+        self._init_params((in_channels, out_channels // groups, kh, kw),
+                          out_channels // groups * kh * kw, bias, rng, dtype, init_gain,
+                          where)
 
     def _geometry_kwargs(self):
         kw = super()._geometry_kwargs()
         kw["output_padding"] = self.output_padding
         return kw
-
-    def forward(self, x):
-        _check_forward_input(self, x, self.in_channels)
-        self._x = x
-        bias = self.bias.data if self.bias is not None else None
-        return F.conv_transpose2d(x, self.weight.data, bias, **self._geometry_kwargs())
-
-    def backward(self, dy):
-        x = self._need_input()
-        dx, dweight, dbias = F.conv_transpose2d_backward(dy, x, self.weight.data,
-                                                         **self._geometry_kwargs())
-        self._add_grads(dweight, dbias)
-        return dx
-
-    def extra_repr(self):
-        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size},"
-                f" stride={self.stride}, padding={self.padding}")
-        if self.output_padding != (0, 0):
-            text += f", output_padding={self.output_padding}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
 
 
 class Linear(Module):
