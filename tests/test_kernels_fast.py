@@ -119,3 +119,17 @@ def test_numba_col2im_kn_serial_and_parallel_drivers_agree(cfg):
         driver(c, got, *geometry)
         assert_allclose(got, want, rtol=1e-12, atol=1e-12,
                         err_msg=f"{driver.__name__} {cfg}")
+
+
+@given(cfg=im2col_configs())
+def test_numba_im2col_kn_serial_and_parallel_drivers_agree(cfg):
+    _numba = pytest.importorskip("minicae.kernels._numba")
+    from minicae.kernels import _numpy
+
+    x = _x(cfg)
+    want = _numpy.im2col_kn(x, *cfg.args())
+    geometry = (cfg.sh, cfg.sw, cfg.pt, cfg.pl, cfg.dil_h, cfg.dil_w)
+    for driver in (_numba._im2col_kn_serial, _numba._im2col_kn_parallel):
+        got = np.full(want.shape, 5.0)                 # stale values must be overwritten
+        driver(x, got, *geometry)
+        assert_array_equal(got, want, err_msg=f"{driver.__name__} {cfg}")
