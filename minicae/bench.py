@@ -364,7 +364,7 @@ def plot_scaling(scaling, path):
     for side, vals in scaling["image"].items():
         axes[1].plot([s * s for s in scaling["sizes"]], [1e3 * v for v in vals],
                      marker="o", label=side)
-    axes[0].set(xscale="log", xlabel="batch size", ylabel="µs per sample",
+    axes[0].set(xscale="log", yscale="log", xlabel="batch size", ylabel="µs per sample",
                 title="strided CAE step vs batch")
     axes[1].set(xscale="log", yscale="log", xlabel="pixels per image",
                 ylabel="µs per sample",
