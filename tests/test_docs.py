@@ -200,6 +200,27 @@ def test_slug_follows_github():
     assert _slug("Contractive penalty, dense layer") == "contractive-penalty-dense-layer"
 
 
+def test_cli_md_documents_every_subcommand_and_flag():
+    import argparse
+
+    from minicae.cli import build_parser
+
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for command, subparser in sub.choices.items():
+        if f"## minicae {command}" not in text:
+            missing.append(f"section '## minicae {command}'")
+        for action in subparser._actions:
+            if action.help == argparse.SUPPRESS:      # internal flags, hidden from --help
+                continue
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help" and f"`{flag}" not in text:
+                    missing.append(f"minicae {command} {flag}")
+    assert not missing, "docs/cli.md lacks: " + ", ".join(missing)
+
+
 # --- doctests -------------------------------------------------------------------------
 
 def _doctest_params():
