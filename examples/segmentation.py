@@ -13,7 +13,7 @@ on unlabelled generated shapes; its encoder maps are per-pixel features
 
 Scores (foreground/background mean IoU, Dice, AUROC) are on held-out images.
 ``minicae segment`` runs the complete comparison; this script is the short
-version written against the library API. Sizes: default 300 images of
+version written against the library API. Sizes: default 240 images of
 32x32, ``--full`` 1,000 images and longer training, ``--tiny`` a smoke test.
 """
 
@@ -36,10 +36,10 @@ def main(argv=None):
     p.add_argument("--labels", type=int, default=10, help="labelled images for the head")
     args = p.parse_args(argv)
     backend = setup(args)
-    n = pick(args, tiny=40, quick=300, full=1000)
+    n = pick(args, tiny=40, quick=240, full=1000)
     size = pick(args, tiny=16, quick=32, full=32)
     epochs = args.epochs or pick(args, tiny=1, quick=6, full=20)
-    head_epochs = pick(args, tiny=2, quick=60, full=150)
+    head_epochs = pick(args, tiny=2, quick=50, full=150)
     images, masks = data.make_shapes(n, size=size, seed=args.seed)   # textured shapes
     truth = foreground(masks)
     n_test = max(4, n // 5)
