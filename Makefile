@@ -18,7 +18,7 @@ test: $(STAMP)
 	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check minicae tests benchmarks examples
+	$(VENV)/bin/ruff check .
 
 demo: $(STAMP)
 	$(PY) -m minicae demo
