@@ -7,7 +7,10 @@ Method (what a benchmark table needs to be honest):
 * warm-up calls first (they absorb Numba compilation, CuPy's first launch and
   allocator warm-up), device synchronisation before every clock stop, then the
   median of ``repeats`` timed calls (the interquartile range is reported too);
-* GFLOP/s = 2·MACs / time, samples/s = batch / time;
+* GFLOP/s = 2·MACs / time, samples/s = batch / time; the CPU time of the
+  process per call (all its threads, spin-waiting included) is reported
+  beside the wall time: with ``--threads 1`` it is what the call costs
+  without contention, a measure that survives a loaded machine;
 * peak memory two ways: ``tracemalloc`` over one step (NumPy's allocations;
   PyTorch's allocator is invisible to it, so torch shows n/a), and the peak
   resident set (``getrusage`` maxrss) of a fresh subprocess per side that runs
@@ -74,15 +77,18 @@ def time_work(fn, *, repeats, warmup=2, min_time=0.0, warmup_time=0.0):
         fn()
         once = time.perf_counter() - t0
         inner = max(1, int(min_time / max(once, 1e-9)))
-    samples = []
+    samples, cpu = [], []
     for _ in range(repeats):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         for _ in range(inner):
             fn()
         samples.append((time.perf_counter() - t0) / inner)
+        cpu.append((time.process_time() - c0) / inner)
     q = statistics.quantiles(samples, n=4) if len(samples) > 1 else samples * 3
     return {"median_s": statistics.median(samples), "q1_s": q[0], "q3_s": q[2],
-            "min_s": min(samples), "repeats": repeats, "inner": inner}
+            "min_s": min(samples), "cpu_median_s": statistics.median(cpu),
+            "repeats": repeats, "inner": inner}
 
 
 def _traced_peak(fn):
@@ -184,6 +190,7 @@ def _measure(case, side, *, repeats, quick, **size):
     t = time_work(work.step, repeats=repeats, **timing)
     row = {"case": case, "side": side, "ms": 1e3 * t["median_s"],
            "ms_q1": 1e3 * t["q1_s"], "ms_q3": 1e3 * t["q3_s"], "repeats": repeats,
+           "cpu_ms": 1e3 * t["cpu_median_s"],
            "gflops": 2 * work.macs / t["median_s"] / 1e9,
            "samples_per_s": work.samples / t["median_s"] if work.samples else None,
            "peak_traced_mib": None}
@@ -282,6 +289,8 @@ def _add_ratios(rows):
             continue
         key = "rss_mib" if r["case"] == "rss_cae" else "ms"
         r["ratio_to_torch"] = r[key] / ref[key]
+        if "cpu_ms" in r:
+            r["cpu_ratio_to_torch"] = r["cpu_ms"] / ref["cpu_ms"]
 
 
 def run_scaling(sides, *, repeats, quick):
@@ -319,9 +328,9 @@ def format_table(result):
         lines.append("  BLAS: " + ", ".join(f"{k}={v}" for k, v in pool.items()
                                             if v is not None))
     lines.append("  env: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
-    head = (f"{'case':<18} {'side':<6} {'ms':>9} {'IQR ms':>13} {'GFLOP/s':>8} "
-            f"{'samples/s':>10} {'fwd ms':>8} {'fwd GF/s':>8} {'peak MiB':>8} "
-            f"{'/torch':>6}")
+    head = (f"{'case':<18} {'side':<6} {'ms':>9} {'IQR ms':>13} {'CPU ms':>9} "
+            f"{'GFLOP/s':>8} {'samples/s':>10} {'fwd ms':>8} {'fwd GF/s':>8} "
+            f"{'peak MiB':>8} {'/torch':>6} {'CPU/t':>6}")
     lines += ["", head, "-" * len(head)]
     for r in result["rows"]:
         ratio = _fmt(r.get("ratio_to_torch"), ".2f")
@@ -333,10 +342,12 @@ def format_table(result):
             continue
         iqr = f"{r['ms_q1']:.2f}–{r['ms_q3']:.2f}"
         lines.append(f"{r['case']:<18} {r['side']:<6} {r['ms']:>9.3f} {iqr:>13} "
+                     f"{r['cpu_ms']:>9.3f} "
                      f"{r['gflops']:>8.1f} {_fmt(r['samples_per_s'], '>10.0f'):>10} "
                      f"{_fmt(r.get('fwd_ms'), '>8.3f'):>8} "
                      f"{_fmt(r.get('fwd_gflops'), '>8.1f'):>8} "
-                     f"{_fmt(r['peak_traced_mib'], '>8.1f'):>8} {ratio:>6}")
+                     f"{_fmt(r['peak_traced_mib'], '>8.1f'):>8} {ratio:>6} "
+                     f"{_fmt(r.get('cpu_ratio_to_torch'), '.2f'):>6}")
     scaling = result.get("scaling")
     if scaling:
         lines += ["", "strided CAE step, µs per sample vs batch "

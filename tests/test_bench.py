@@ -13,7 +13,8 @@ import pytest
 
 from minicae import bench, cli
 
-ROW_KEYS = {"case", "side", "ms", "ms_q1", "ms_q3", "repeats", "gflops", "samples_per_s",
+ROW_KEYS = {"case", "side", "ms", "ms_q1", "ms_q3", "cpu_ms", "repeats", "gflops",
+            "samples_per_s",
             "peak_traced_mib"}
 CASES = ["conv_1_16_28_s2", "convT_32_16_7_s2", "cae_strided", "dense_ae", "sgemm"]
 
