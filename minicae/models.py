@@ -7,7 +7,9 @@ the code in ``code_``), ``backward(dx_hat) -> dx`` and ``get_config()``
 rebuilds the architecture; checkpoints rely on it). Penalties are given as a
 JSON-able spec, e.g. ``{"kind": "kl", "rho": 0.05, "weight": 1.0}``, and are
 attached to the code layer (L1, KL) or to the first encoder layer
-(contractive). A model is usable in a ten-line hand-written loop::
+(contractive) unless the spec names another encoder layer by index
+(``"layer": 2``; a contractive penalty needs a Linear/Conv2d layer there).
+A model is usable in a ten-line hand-written loop::
 
     model = ConvAutoencoder()
     x_hat = model(x); loss_value = loss(x_hat, x)
@@ -61,25 +63,28 @@ class Autoencoder(nn.Module):
         obj = build_penalty(penalty, where=where)
         kind = penalty["kind"]
         layers = self.encoder.layers
+        params = [i for i, m in enumerate(layers) if isinstance(m, (nn.Linear, nn.Conv2d))]
+        # default place: the first parameterised layer (contractive), the code (others)
+        index = penalty.get("layer", params[0] if kind == "contractive" else -1)
+        if not isinstance(index, int) or not -len(layers) <= index < len(layers):
+            raise ValueError(f"{where}: expected penalty 'layer' to index one of the "
+                             f"{len(layers)} encoder layers, got {index!r}.")
+        index %= len(layers)
+        target = layers[index]
         if kind == "contractive":
-            # the first parameterised encoder layer, whose next layer is its activation
-            index = next(i for i, m in enumerate(layers)
-                         if isinstance(m, (nn.Linear, nn.Conv2d)))
-            act = layers[index + 1]
-            if getattr(act, "name", None) is None or act.name not in ACTIVATION_NAMES:
-                raise ValueError(f"{where}: the contractive penalty needs an elementwise "
-                                 f"activation after the first encoder layer, got "
-                                 f"{type(act).__name__}.")
-            if getattr(obj, "activation", act.name) != act.name:
+            act = layers[index + 1] if index + 1 < len(layers) else None
+            if index not in params or getattr(act, "name", None) not in ACTIVATION_NAMES:
+                raise ValueError(f"{where}: the contractive penalty needs a Linear or Conv2d "
+                                 f"encoder layer followed by an elementwise activation; "
+                                 f"encoder layer {index} is {type(target).__name__}.")
+            if obj.activation != act.name:
                 raise ValueError(f"{where}: the contractive penalty was given activation="
                                  f"{obj.activation!r} but the encoder uses {act.name!r}.")
-            layers[index].attach(obj)
-        else:
-            if kind == "kl" and getattr(layers[-1], "name", None) != "sigmoid":
-                raise ValueError(f"{where}: KL sparsity needs sigmoid codes in (0, 1); "
-                                 f"got a code layer {type(layers[-1]).__name__}. Pass "
-                                 f"code_activation='sigmoid'.")
-            layers[-1].attach(obj)
+        elif kind == "kl" and getattr(target, "name", None) != "sigmoid":
+            raise ValueError(f"{where}: KL sparsity needs sigmoid codes in (0, 1); got "
+                             f"encoder layer {index} = {type(target).__name__}. Pass "
+                             f"code_activation='sigmoid'.")
+        target.attach(obj)
 
     def encode(self, x):
         """z = f_E(x)."""

@@ -238,3 +238,20 @@ def test_dense_mnist_example_runs_from_idx(tmp_path):
 def test_fit_rejects_bad_hyperparameters(bad, match, shapes16):
     with pytest.raises(ValueError, match=match):
         fit(_models()["dense"](), shapes16[0], progress=False, **bad)
+
+
+def test_penalty_attaches_to_any_encoder_layer(shapes16):
+    model = ConvAutoencoder(1, channels=[4, 8], activation="sigmoid", input_size=16,
+                            penalty={"kind": "contractive", "weight": 1e-2,
+                                     "activation": "sigmoid", "layer": 2})
+    h = fit(model, shapes16[0][:32], epochs=1, batch_size=16, progress=False)
+    assert list(h["penalties"][0]) == ["encoder.2.Contractive"]
+    assert h["penalties"][0]["encoder.2.Contractive"] > 0
+    dense = DenseAutoencoder(256, hidden=[16, 8], decoder_hidden=[],
+                             penalty={"kind": "l1", "weight": 1e-3, "layer": 2},
+                             input_shape=[1, 16, 16])
+    assert [n for n, _ in dense.named_penalties()] == ["encoder.2.L1Activity"]
+    with pytest.raises(ValueError, match="encoder layer 1 is ReLU"):
+        ConvAutoencoder(penalty={"kind": "contractive", "layer": 1})
+    with pytest.raises(ValueError, match="index one of the 4 encoder layers"):
+        ConvAutoencoder(penalty={"kind": "l1", "layer": 9})
