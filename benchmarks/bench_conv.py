@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from minicae import cli
-from minicae._bench_cases import CONV_CASES
+from minicae.bench.cases import CONV_CASES
 
 DEFAULT = ",".join(list(CONV_CASES) + ["sgemm"])
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from minicae import cli
-from minicae._bench_cases import TRAIN_CASES
+from minicae.bench.cases import TRAIN_CASES
 
 DEFAULT = ",".join(list(TRAIN_CASES) + ["rss_cae"])
 

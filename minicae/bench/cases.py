@@ -66,7 +66,7 @@ def _sync_noop():
 
 
 def _minicae_conv(spec: ConvSpec, rng, sync):
-    from . import functional as F
+    from .. import functional as F
 
     xp = F.array_module()
     s, p, k = spec.stride, spec.padding, spec.k
@@ -193,15 +193,15 @@ class _Adam:
 
 def _minicae_adam(params):
     try:
-        from .optim import Adam
+        from ..optim import Adam
     except ImportError:
         return _Adam(params)
     return Adam(params, lr=1e-3)
 
 
 def _minicae_train(name, n, hw, rng, sync):
-    from . import functional as F
-    from . import nn
+    from .. import functional as F
+    from .. import nn
 
     model = nn.Sequential(*_layers(name, nn))
     dense = name == "dense_ae"
