@@ -81,17 +81,17 @@ def col2im(cols, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w):
 
 
 _IM2COL_KN = cupy.ElementwiseKernel(
-    "raw T x, int32 n, int32 c, int32 h, int32 w, int32 kh, int32 kw, int32 oh, "
+    "raw T x, int32 n_img, int32 c, int32 h, int32 w, int32 kh, int32 kw, int32 oh, "
     "int32 ow, int32 sh, int32 sw, int32 pt, int32 pl, int32 dil_h, int32 dil_w",
     "T cols",
     """
     // i indexes cols of shape (C, kh, kw, N, oh, ow), C-contiguous
     int q = i % ow;
     int p = (i / ow) % oh;
-    int b = (i / (ow * oh)) % n;
-    int j = (i / (ow * oh * n)) % kw;
-    int ki = (i / (ow * oh * n * kw)) % kh;
-    int ch = i / (ow * oh * n * kw * kh);
+    int b = (i / (ow * oh)) % n_img;
+    int j = (i / (ow * oh * n_img)) % kw;
+    int ki = (i / (ow * oh * n_img * kw)) % kh;
+    int ch = i / (ow * oh * n_img * kw * kh);
     int row = p * sh - pt + ki * dil_h;
     int col = q * sw - pl + j * dil_w;
     if (row >= 0 && row < h && col >= 0 && col < w) {
@@ -104,7 +104,7 @@ _IM2COL_KN = cupy.ElementwiseKernel(
 )
 
 _COL2IM_KN = cupy.ElementwiseKernel(
-    "raw T cols, int32 n, int32 c, int32 h, int32 w, int32 kh, int32 kw, int32 oh, "
+    "raw T cols, int32 n_img, int32 c, int32 h, int32 w, int32 kh, int32 kw, int32 oh, "
     "int32 ow, int32 sh, int32 sw, int32 pt, int32 pl, int32 dil_h, int32 dil_w",
     "T x",
     """
@@ -125,7 +125,7 @@ _COL2IM_KN = cupy.ElementwiseKernel(
             if (z < 0 || z % sw != 0) continue;
             int q = z / sw;
             if (q >= ow) continue;
-            acc += cols[((((ch * kh + ki) * kw + j) * n + b) * oh + p) * ow + q];
+            acc += cols[((((ch * kh + ki) * kw + j) * n_img + b) * oh + p) * ow + q];
         }
     }
     x = acc;
