@@ -103,7 +103,11 @@ def _work(slot, shape, dtype):
 def _matmul(a, b, out):
     """out = a · b per group; a plain 2-D GEMM when there is one group."""
     xp = active().xp
-    if a.shape[0] == 1:
+    if a.shape[2] == 1:
+        # an outer product (one channel on the summed side): a broadcast multiply
+        # measured 7x faster than BLAS' GEMM path (0.26 vs 1.91 ms, 144 x 12544)
+        xp.multiply(a, b, out=out)
+    elif a.shape[0] == 1:
         xp.matmul(a[0], b[0], out=out[0])
     else:
         xp.matmul(a, b, out=out)
