@@ -56,6 +56,7 @@ def format_table(result):
 def plot_scaling(scaling, path):
     """Write the two scaling curves (time per sample vs batch, vs image size)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -71,7 +72,11 @@ def plot_scaling(scaling, path):
     axes[1].set(xscale="log", yscale="log", xlabel="pixels per image",
                 ylabel="µs per sample",
                 title=f"strided CAE step vs image size (batch {scaling['image_batch']})")
+    axes[0].set_xticks(scaling["batches"], labels=[str(b) for b in scaling["batches"]])
     for ax in axes:
+        # plain tick labels: log axes otherwise label every minor tick as 2x10^1 ...
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend()
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
