@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU (CUDA 12): install minicae with the gpu extra
-# into its own venv, run the whole test suite with CuPy as the default backend
-# (the backend fixture also runs every parametrised test on numpy, numba and
-# cupy), then the benchmark on every backend. One command:
+# into its own venv, run the whole test suite (the backend fixture runs every
+# parametrised test on numpy, numba and cupy), check that no CuPy test was
+# skipped, then the benchmark on every backend. One command:
 #
 #     bash benchmarks/gpu.sh                 # add PEERS=torch to time torch too
 #
@@ -28,7 +28,15 @@ props = cupy.cuda.runtime.getDeviceProperties(0)
 print(f"CuPy {cupy.__version__}: {n} device(s), device 0 = {props['name']}")
 PY
 
-MINICAE_BACKEND=cupy "$VENV/bin/python" -m pytest -q
 mkdir -p "$OUT"
+# Every test; those parametrised over backends (the `backend` fixture) run on
+# cupy as well, now that a device is present.
+"$VENV/bin/python" -m pytest -q
+# The CuPy cases again, alone, failing if any of them was skipped.
+"$VENV/bin/python" -m pytest -q -m gpu -rs | tee "$OUT/gpu_tests.txt"
+if grep -qi "skipped" "$OUT/gpu_tests.txt"; then
+    echo "gpu.sh: some CuPy tests were skipped (see above)" >&2
+    exit 1
+fi
 "$VENV/bin/python" -m minicae bench --backends numpy,numba,cupy \
     ${PEERS:+--peers "$PEERS"} --json "$OUT/bench_gpu.json" "$@"
