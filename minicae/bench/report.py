@@ -19,6 +19,11 @@ def format_table(result):
         lines.append("  BLAS: " + ", ".join(f"{k}={v}" for k, v in pool.items()
                                             if v is not None))
     lines.append("  env: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
+    load = (env.get("load_average") or [0.0])[0]
+    if load > 0.5 * (env.get("cores") or 1):
+        lines.append(f"  WARNING: load average {load:.1f} on {env['cores']} cores: other "
+                     "processes share the CPUs and multi-threaded wall times wait for "
+                     "time slices. Compare with --threads 1 and the CPU ms column.")
     head = (f"{'case':<18} {'side':<6} {'ms':>9} {'IQR ms':>13} {'CPU ms':>9} "
             f"{'GFLOP/s':>8} {'samples/s':>10} {'fwd ms':>8} {'fwd GF/s':>8} "
             f"{'peak MiB':>8} {'/torch':>6} {'CPU/t':>6}")
