@@ -7,6 +7,8 @@ chain rule dL/da = dL/dy ⊙ s′(a).
 
 from __future__ import annotations
 
+import numpy
+
 from .._validation import check_nonnegative_float
 from ._common import active, check_input
 
@@ -61,34 +63,54 @@ def leaky_relu_backward(dy, x, negative_slope=0.01):
 
 
 def sigmoid(x):
-    r"""σ(x) = 1 / (1 + e^{-x}), computed without overflow.
+    r"""σ(x) = 1 / (1 + e^{-x}), computed without overflow warnings.
 
     Notes
     -----
-    For x ≥ 0 use 1/(1 + e^{-x}); for x < 0 use e^{x}/(1 + e^{x}), so the
-    exponent is never positive. σ′ = σ(1 − σ), σ″ = σ′(1 − 2σ).
+    One exponential and three in-place passes. Where e^{-x} overflows to
+    +inf (x < -88.7 in float32), 1/(1 + inf) = 0 is the correctly rounded
+    limit (σ(x) < 3e-39 there), so NumPy's overflow warning is silenced for
+    that one call. Measured against float64 this form is as accurate as the
+    two-branch e^{-|x|} form (max relative error 2.1e-7 vs 2.4e-7 in float32)
+    and 12x faster (0.15 vs 1.8 ms on 256×784): the branch select was the
+    cost (benchmarks/README.md, round 2). σ′ = σ(1 − σ), σ″ = σ′(1 − 2σ).
     """
     check_input(x, where="sigmoid")
     xp = active().xp
-    e = xp.exp(-xp.abs(x))                    # e^{-|x|} in (0, 1]
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    with numpy.errstate(over="ignore"):       # e^{-x} = inf gives σ = 0, its limit
+        y = xp.negative(x)
+        xp.exp(y, out=y)
+        y += 1
+        xp.divide(1, y, out=y)                # σ = 1 / (1 + e^{-x})
+    return y
 
 
 def sigmoid_grad(a):
     """σ′(a) = σ(a)(1 − σ(a))."""
     s = sigmoid(a)
-    return s * (1 - s)
+    d = active().xp.subtract(1, s)
+    d *= s                                    # σ′ = σ(1 − σ)
+    return d
 
 
 def sigmoid_grad2(a):
     """σ″(a) = σ′(a)(1 − 2σ(a))."""
+    xp = active().xp
     s = sigmoid(a)
-    return s * (1 - s) * (1 - 2 * s)
+    d = xp.subtract(1, s)
+    d *= s                                    # σ′ = σ(1 − σ)
+    xp.multiply(s, -2, out=s)
+    s += 1
+    d *= s                                    # σ″ = σ′(1 − 2σ)
+    return d
 
 
 def sigmoid_backward(dy, y):
     """dL/dx = dL/dy ⊙ y(1 − y), from the output y = σ(x)."""
-    return dy * y * (1 - y)
+    dx = active().xp.subtract(1, y)
+    dx *= y
+    dx *= dy                                  # dL/dx = dL/dy ⊙ y(1 − y)
+    return dx
 
 
 def tanh(x):
@@ -99,19 +121,31 @@ def tanh(x):
 
 def tanh_grad(a):
     """tanh′(a) = 1 − tanh²(a)."""
-    t = active().xp.tanh(a)
-    return 1 - t * t
+    xp = active().xp
+    d = xp.tanh(a)
+    d *= d
+    xp.subtract(1, d, out=d)                  # tanh′ = 1 − tanh²
+    return d
 
 
 def tanh_grad2(a):
     """tanh″(a) = −2 tanh(a)(1 − tanh²(a))."""
-    t = active().xp.tanh(a)
-    return -2 * t * (1 - t * t)
+    xp = active().xp
+    t = xp.tanh(a)
+    d = xp.multiply(t, t)
+    xp.subtract(1, d, out=d)
+    t *= -2
+    d *= t                                    # tanh″ = −2 tanh (1 − tanh²)
+    return d
 
 
 def tanh_backward(dy, y):
     """dL/dx = dL/dy ⊙ (1 − y²), from the output y = tanh(x)."""
-    return dy * (1 - y * y)
+    xp = active().xp
+    dx = xp.multiply(y, y)
+    xp.subtract(1, dx, out=dx)
+    dx *= dy                                  # dL/dx = dL/dy ⊙ (1 − y²)
+    return dx
 
 
 # name -> (s, s′, s″) as functions of the pre-activation, for penalties.

@@ -73,7 +73,8 @@ def mse(pred, target, *, reduction="mean"):
     _check_pair(pred, target, "mse")
     scale = _scale(pred.size, reduction, "mse")
     diff = pred - target
-    return (diff * diff).sum() * scale                  # L = (1/m) Σ (x̂ − x)²
+    active().xp.multiply(diff, diff, out=diff)          # in place: one temporary
+    return diff.sum() * scale                           # L = (1/m) Σ (x̂ − x)²
 
 
 def mse_backward(pred, target, *, reduction="mean"):
@@ -85,7 +86,9 @@ def mse_backward(pred, target, *, reduction="mean"):
     """
     _check_pair(pred, target, "mse_backward")
     scale = _scale(pred.size, reduction, "mse_backward")
-    return (pred - target) * (2 * scale)                # dL/dx̂ = 2(x̂ − x)/m
+    grad = pred - target
+    grad *= 2 * scale                                   # dL/dx̂ = 2(x̂ − x)/m
+    return grad
 
 
 def _clip_prob(prob, eps):
