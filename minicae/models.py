@@ -100,10 +100,14 @@ class Autoencoder(nn.Module):
         """x̂ = f_D(f_E(x)); the code is kept in ``code_``."""
         return self.decode(self.encode(x))
 
-    def backward(self, dx_hat):
-        """Backpropagate d loss / d x̂ through decoder then encoder (with penalties)."""
+    def backward(self, dx_hat, *, need_input_grad=True):
+        """Backpropagate d loss / d x̂ through decoder then encoder (with penalties).
+
+        ``need_input_grad=False`` skips the first layer's input gradient (the
+        data needs none) and returns None; see :meth:`Sequential.backward`.
+        """
         dz = self.decoder.backward(dx_hat)
-        return self.encoder.backward(dz)
+        return self.encoder.backward(dz, need_input_grad=need_input_grad)
 
     def encoder_outputs(self, x):
         """Every encoder layer's output, in order (per-pixel features for segmentation)."""

@@ -362,3 +362,34 @@ def test_layers_reject_bad_input(numpy_backend, case, make, x, error, match):
 def test_backward_before_forward_is_an_error(numpy_backend, make):
     with pytest.raises(RuntimeError, match="backward called before forward"):
         make().backward(np.ones((1, 1, 1, 1), np.float32))
+
+
+@pytest.mark.parametrize("first", ["conv", "convT", "linear", "relu"])
+def test_sequential_without_input_grad_keeps_parameter_grads(backend, first):
+    """need_input_grad=False returns None and leaves every parameter gradient as is."""
+    rng = np.random.default_rng(7)
+    if first == "linear":
+        layers = [nn.Linear(12, 5, rng=rng, dtype=np.float64), nn.Sigmoid(),
+                  nn.Linear(5, 12, rng=rng, dtype=np.float64)]
+        x = rng.standard_normal((4, 12))
+    else:
+        head = {"conv": nn.Conv2d(2, 3, 3, stride=2, padding=1, rng=rng, dtype=np.float64),
+                "convT": nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1,
+                                            rng=rng, dtype=np.float64),
+                "relu": nn.ReLU()}[first]
+        c = 2 if first == "relu" else 3
+        layers = [head, nn.Conv2d(c, 2, 3, padding=1, rng=rng, dtype=np.float64)]
+        x = rng.standard_normal((3, 2, 6, 6))
+    model = nn.Sequential(*layers)
+    x = to_device(x)
+    y = model(x)
+    dy = to_device(rng.standard_normal(y.shape))
+    model.zero_grad()
+    dx = model.backward(dy)
+    full = [to_numpy(p.grad).copy() for p in model.parameters()]
+    model.zero_grad()
+    assert model.backward(dy, need_input_grad=False) is None
+    assert dx.shape == x.shape
+    for (name, p), want in zip(model.named_parameters(), full):
+        assert_allclose(to_numpy(p.grad), want, rtol=1e-12, atol=1e-12,
+                        err_msg=f"{name} with {first} first on {backend.name}")

@@ -214,7 +214,8 @@ def _minicae_train(name, n, hw, rng, sync):
     def step():
         model.zero_grad()
         loss = loss_fn(model(x), x)
-        model.backward(loss_fn.backward())
+        # the input is data: no input gradient, as on torch's side
+        model.backward(loss_fn.backward(), need_input_grad=False)
         opt.step()
         sync()
         return loss

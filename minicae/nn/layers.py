@@ -73,10 +73,12 @@ class _ConvBase(Module):
         bias = self.bias.data if self.bias is not None else None
         return type(self)._op(x, self.weight.data, bias, **self._geometry_kwargs())
 
-    def backward(self, dy):
+    def backward(self, dy, *, need_dx=True):
+        """Add dL/dW, dL/db into the gradients; return dL/dx (None if not need_dx)."""
         if self._x is None:
             raise RuntimeError(f"{self!r}: backward called before forward.")
         dx, dweight, dbias = type(self)._op_backward(dy, self._x, self.weight.data,
+                                                     need_dx=need_dx,
                                                      **self._geometry_kwargs())
         self.weight.grad += dweight                  # accumulate, never assign
         if self.bias is not None:
@@ -215,10 +217,12 @@ class Linear(Module):
         self._x = x
         return F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
 
-    def backward(self, dy):
+    def backward(self, dy, *, need_dx=True):
+        """Add dL/dW, dL/db into the gradients; return dL/dx (None if not need_dx)."""
         if self._x is None:
             raise RuntimeError(f"{self!r}: backward called before forward.")
-        dx, dweight, dbias = F.linear_backward(dy, self._x, self.weight.data)
+        dx, dweight, dbias = F.linear_backward(dy, self._x, self.weight.data,
+                                               need_dx=need_dx)
         self.weight.grad += dweight
         if self.bias is not None:
             self.bias.grad += dbias

@@ -206,9 +206,24 @@ class Sequential(Module):
             x = layer(x)
         return x
 
-    def backward(self, dy):
-        for layer in reversed(self.layers):
+    def backward(self, dy, *, need_input_grad=True):
+        """Backpropagate ``dy`` through the layers; return dL/dx.
+
+        With ``need_input_grad=False`` (a trainer whose input is data, as
+        PyTorch skips the gradient of an input that does not require one) the
+        first layer is asked for its parameter gradients only, when it can
+        skip its input gradient (``need_dx``), and None is returned.
+        """
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
             dy = layer.penalty_backward(dy)
+            if i == 0 and not need_input_grad:
+                options = getattr(type(layer).backward, "__kwdefaults__", None) or {}
+                if "need_dx" in options:                 # Conv2d, ConvTranspose2d, Linear
+                    layer.backward(dy, need_dx=False)
+                else:
+                    layer.backward(dy)
+                return None
             dy = layer.backward(dy)
         return dy
 
