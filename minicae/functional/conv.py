@@ -64,15 +64,20 @@ def get_workspace_limit():
 # On the CPU the columns of a chunk are written by im2col and read at once by
 # the GEMM; chunks that stay within the caches (L2 is 2 MiB a core on the
 # benchmark machine) make a stride-1 conv step ~30% faster than one 28 MiB
-# block (benchmarks/README.md). A GPU wants the largest launches instead.
-_CPU_CHUNK_BYTES = 4 * 2**20
+# block (benchmarks/README.md). Each kernel set names the size that suits it
+# (``CHUNK_BYTES``: NumPy 4 MiB, Numba 1 MiB); a GPU (0) wants the largest
+# launches instead. At least _MIN_CHUNK_IMAGES images go in a chunk when the
+# workspace limit allows: each chunk costs a few Python-level calls.
+_MIN_CHUNK_IMAGES = 4
 
 
 def _chunks(n, bytes_per_image):
     limit = _WORKSPACE_LIMIT[0]
-    if active().device == "cpu":
-        limit = min(limit, _CPU_CHUNK_BYTES)
-    step = max(1, limit // max(1, bytes_per_image))
+    per_image = max(1, bytes_per_image)
+    step = max(1, limit // per_image)
+    cache = active().kernels.chunk_bytes
+    if cache:
+        step = min(step, max(cache // per_image, _MIN_CHUNK_IMAGES))
     return [slice(i, min(n, i + step)) for i in range(0, n, step)]
 
 

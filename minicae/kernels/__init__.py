@@ -18,6 +18,10 @@ Every kernel set provides
     product for a whole batch; ``out`` is an optional contiguous work buffer
     (of the result's size) filled instead of allocating.
 
+``CHUNK_BYTES`` (optional module constant)
+    the size of the columns of one chunk of images that this backend's loops
+    and GEMM handle best (the CPU caches); absent or 0: whole batches.
+
 Kernels import nothing from minicae and validate nothing: callers (the
 functional floor) have checked shapes and dtypes before calling them.
 """
@@ -36,6 +40,7 @@ class KernelSet(NamedTuple):
     col2im: object
     im2col_kn: object
     col2im_kn: object
+    chunk_bytes: int = 0     # columns per chunk that suit the caches; 0: whole batches
 
 
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
@@ -45,4 +50,4 @@ def load_kernels(name: str) -> KernelSet:
     """Import the kernel module of backend ``name`` (lazily) and return its set."""
     module = importlib.import_module(_MODULES[name], __name__)
     return KernelSet(name, module.im2col, module.col2im, module.im2col_kn,
-                     module.col2im_kn)
+                     module.col2im_kn, getattr(module, "CHUNK_BYTES", 0))

@@ -17,6 +17,12 @@ from . import _numpy as _np_kernels
 
 __all__ = ["im2col", "col2im", "im2col_kn", "col2im_kn"]
 
+# Columns per chunk of images (functional/conv.py): 1 MiB stays in the 2 MiB
+# L2 with the GEMM's other operands, where the 4 MiB of round 1 spilled
+# (one thread: conv N128 16->32 14² s2 fwd+bwd 5.1 -> 4.7 ms, strided CAE
+# step 13.6 -> 13.2 ms; benchmarks/README.md, round 2).
+CHUNK_BYTES = 1 * 2**20
+
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _im2col(x, cols, kh, kw, sh, sw, pt, pl, dil_h, dil_w):

@@ -7,6 +7,11 @@ from numpy.lib.stride_tricks import as_strided
 
 __all__ = ["im2col", "col2im", "im2col_kn", "col2im_kn"]
 
+# Columns are built and consumed 4 MiB at a time (functional/conv.py chunks
+# the batch): smaller chunks measured no faster here, since the strided copy
+# re-pads every chunk (benchmarks/README.md, round 2).
+CHUNK_BYTES = 4 * 2**20
+
 
 def _out_size(size, k, s, p0, p1, dil):
     return (size + p0 + p1 - dil * (k - 1) - 1) // s + 1
