@@ -128,8 +128,8 @@ def test_numba_im2col_kn_serial_and_parallel_drivers_agree(cfg):
 
     x = _x(cfg)
     want = _numpy.im2col_kn(x, *cfg.args())
-    geometry = (cfg.sh, cfg.sw, cfg.pt, cfg.pl, cfg.dil_h, cfg.dil_w)
+    x_pad = _numba._padded(x, cfg.pt, cfg.pb, cfg.pl, cfg.pr)
     for driver in (_numba._im2col_kn_serial, _numba._im2col_kn_parallel):
         got = np.full(want.shape, 5.0)                 # stale values must be overwritten
-        driver(x, got, *geometry)
+        driver(x_pad, got, cfg.sh, cfg.sw, cfg.dil_h, cfg.dil_w)
         assert_array_equal(got, want, err_msg=f"{driver.__name__} {cfg}")

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _numpy as _np_kernels
 
+
 __all__ = ["im2col", "col2im", "im2col_kn", "col2im_kn"]
 
 # Columns per chunk of images (functional/conv.py): 1 MiB stays in the 2 MiB
@@ -96,52 +97,57 @@ def _q_range(c0, sw, w, ow):
 
 
 @numba.njit(inline="always")
-def _im2col_slab(xf, cf, t, c, kh, kw, n, oh, ow, h, w, sh, sw, pt, pl, dil_h, dil_w):
-    """Fill slab t = ((ch*kh + i)*kw + j)*n + b of the columns (flat), zeros outside."""
+def _im2col_slab(xf, cf, t, c, kh, kw, n, oh, ow, hp, wp, sh, sw, dil_h, dil_w):
+    """Fill slab t = ((ch*kh + i)*kw + j)*n + b of the columns from the padded x.
+
+    Every window lies inside the padded input, so the loop has no bounds
+    tests and no zero-fill branches.
+    """
     b = t % n
     r = t // n
     j = r % kw
     r = r // kw
     i = r % kh
     ch = r // kh
-    c0 = j * dil_w - pl
-    q_lo, q_hi = _q_range(c0, sw, w, ow)
-    xbase = (b * c + ch) * h * w
+    src = (b * c + ch) * hp * wp + i * dil_h * wp + j * dil_w
+    o = t * oh * ow
     for p in range(oh):
-        row = p * sh - pt + i * dil_h
-        o = (t * oh + p) * ow
-        if row < 0 or row >= h:
-            for q in range(ow):
-                cf[np.uintp(o + q)] = 0
-            continue
-        xr = xbase + row * w + c0
-        for q in range(q_lo):
-            cf[np.uintp(o + q)] = 0
-        # cols[c, i, j, b, p, q] = x[b, c, row, q*sw + c0] (unsigned: vectorises)
-        for q in range(q_lo, q_hi):
-            cf[np.uintp(o + q)] = xf[np.uintp(xr + q * sw)]
-        for q in range(q_hi, ow):
-            cf[np.uintp(o + q)] = 0
+        row = src + p * sh * wp
+        # cols[c, i, j, b, p, q] = x_pad[b, c, p*sh + i*dil_h, q*sw + j*dil_w]
+        # (unsigned indices: no wraparound test, the loop vectorises)
+        for q in range(ow):
+            cf[np.uintp(o + q)] = xf[np.uintp(row + q * sw)]
+        o += ow
 
 
 @numba.njit(cache=True, nogil=True)
-def _im2col_kn_serial(x, cols, sh, sw, pt, pl, dil_h, dil_w):
+def _im2col_kn_serial(x_pad, cols, sh, sw, dil_h, dil_w):
     c, kh, kw, n, oh, ow = cols.shape
-    xf, cf = x.reshape(-1), cols.reshape(-1)
+    xf, cf = x_pad.reshape(-1), cols.reshape(-1)
     for t in range(c * kh * kw * n):
-        _im2col_slab(xf, cf, t, c, kh, kw, n, oh, ow, x.shape[2], x.shape[3], sh, sw,
-                     pt, pl, dil_h, dil_w)
+        _im2col_slab(xf, cf, t, c, kh, kw, n, oh, ow, x_pad.shape[2], x_pad.shape[3],
+                     sh, sw, dil_h, dil_w)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _im2col_kn_parallel(x, cols, sh, sw, pt, pl, dil_h, dil_w):
+def _im2col_kn_parallel(x_pad, cols, sh, sw, dil_h, dil_w):
     c, kh, kw, n, oh, ow = cols.shape
-    xf, cf = x.reshape(-1), cols.reshape(-1)
+    xf, cf = x_pad.reshape(-1), cols.reshape(-1)
     # One iteration per (channel, tap, image) slab of the columns: it alone
     # writes that slab.
     for t in numba.prange(c * kh * kw * n):
-        _im2col_slab(xf, cf, t, c, kh, kw, n, oh, ow, x.shape[2], x.shape[3], sh, sw,
-                     pt, pl, dil_h, dil_w)
+        _im2col_slab(xf, cf, t, c, kh, kw, n, oh, ow, x_pad.shape[2], x_pad.shape[3],
+                     sh, sw, dil_h, dil_w)
+
+
+def _padded(x, pt, pb, pl, pr):
+    """x zero-padded by (pt, pb) rows and (pl, pr) columns, C-contiguous."""
+    if not (pt or pb or pl or pr):
+        return np.ascontiguousarray(x)
+    n, c, h, w = x.shape
+    x_pad = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=x.dtype)
+    x_pad[:, :, pt:pt + h, pl:pl + w] = x
+    return x_pad
 
 
 @numba.njit(inline="always")
@@ -198,29 +204,36 @@ def _col2im_kn_parallel(cols, x, sh, sw, pt, pl, dil_h, dil_w):
 PARALLEL_MIN = 1 << 20
 
 
-# Rows shorter than this are copied by NumPy's strided copy instead: on short
-# rows the loop's per-row set-up loses (one thread, N128 16ch 14² s2, ow 7:
-# NumPy 0.80 ms, loop 1.06 ms); on long rows the loop wins (N64 16ch 28² s1:
-# 1.98 vs 1.69 ms; N32 64ch 32² s1: 8.6 vs 7.8 ms) and can run in parallel.
-LOOP_MIN_ROW = 16
+# Rows shorter than this are copied by NumPy's strided copy instead: with
+# rows of 7 (N128 16ch 14² s2, the CAE's second layer) the loop's per-row
+# set-up loses (conv row fwd+bwd 4.55 ms with NumPy's copy, 4.69 with the
+# loop); from rows of 14 on the padded loop wins (conv N128 1->16 28² s2
+# 1.67 -> 1.54 ms; benchmarks/README.md, round 2).
+LOOP_MIN_ROW = 8
 
 
 def im2col_kn(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
-    """im2col in GEMM layout (C, kh, kw, N, oh, ow); see kernels/_numpy.py."""
+    """im2col in GEMM layout (C, kh, kw, N, oh, ow); see kernels/_numpy.py.
+
+    The input is zero-padded once (a few % of the columns' size), then every
+    row of the columns is a plain strided read: one thread, per 1 MiB chunk,
+    N4 16ch 28² s1 0.096 -> 0.062 ms, N128 1ch 28² s2 0.136 -> 0.092 ms. Rows
+    shorter than ``LOOP_MIN_ROW`` go to NumPy's strided copy.
+    """
     n, c, h, w = x.shape
     oh = (h + pt + pb - dil_h * (kh - 1) - 1) // sh + 1
     ow = (w + pl + pr - dil_w * (kw - 1) - 1) // sw + 1
     if ow < LOOP_MIN_ROW:
         return _np_kernels.im2col_kn(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w,
                                      out=out)
-    x = np.ascontiguousarray(x)
+    x_pad = _padded(x, pt, pb, pl, pr)
     if out is None:
         cols = np.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
     else:
         assert out.flags.c_contiguous and out.dtype == x.dtype   # reshape is a view
         cols = out.reshape((c, kh, kw, n, oh, ow))
     kernel = _im2col_kn_parallel if cols.size >= PARALLEL_MIN else _im2col_kn_serial
-    kernel(x, cols, sh, sw, pt, pl, dil_h, dil_w)
+    kernel(x_pad, cols, sh, sw, dil_h, dil_w)
     return cols
 
 
