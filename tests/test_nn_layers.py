@@ -393,3 +393,24 @@ def test_sequential_without_input_grad_keeps_parameter_grads(backend, first):
     for (name, p), want in zip(model.named_parameters(), full):
         assert_allclose(to_numpy(p.grad), want, rtol=1e-12, atol=1e-12,
                         err_msg=f"{name} with {first} first on {backend.name}")
+
+
+def test_conv2d_kept_columns_give_the_functional_gradients(backend):
+    """A training Conv2d keeps im2col(x) for dW; batches of other sizes reuse the buffer."""
+    rng = np.random.default_rng(3)
+    layer = nn.Conv2d(3, 4, 3, stride=2, padding=1, rng=rng, dtype=np.float64)
+    for n in (5, 2, 7):                          # shrink, then grow the kept buffer
+        x = to_device(rng.standard_normal((n, 3, 9, 8)))
+        y = layer(x)
+        assert layer._cols is not None           # the kept path is the one tested
+        dy = to_device(rng.standard_normal(y.shape))
+        layer.zero_grad()
+        dx = layer.backward(dy)
+        want = F.conv2d_backward(dy, x, layer.weight.data, stride=2, padding=1)
+        for got, ref, name in zip((dx, layer.weight.grad, layer.bias.grad), want,
+                                  ("dx", "dweight", "dbias")):
+            assert_allclose(to_numpy(got), to_numpy(ref), rtol=1e-12, atol=1e-12,
+                            err_msg=f"{name} at batch {n} on {backend.name}")
+    layer.eval()
+    layer(x)
+    assert layer._cols is None                   # nothing kept outside training

@@ -127,14 +127,15 @@ def _matmul_nt(a, b):
     return xp.matmul(a, b.transpose(0, 2, 1))
 
 
-def _columns(x, g: ConvGeometry, oh, ow):
-    """im2col(x) in GEMM layout (groups, K, m*oh*ow), in the 'cols' work buffer."""
+def _columns(x, g: ConvGeometry, oh, ow, out=None):
+    """im2col(x) in GEMM layout (groups, K, m*oh*ow), in ``out`` or the 'cols' buffer."""
     m, c = x.shape[:2]
     kernels = active().kernels
     natural = g.output_hw(x.shape[2], x.shape[3])
     shape = (c, g.kh, g.kw, m, natural[0], natural[1])
-    cols = kernels.im2col_kn(x, g.kh, g.kw, *g.kernel_args(),
-                             out=_work("cols", shape, x.dtype))
+    if out is None or natural != (oh, ow):
+        out = _work("cols", shape, x.dtype)
+    cols = kernels.im2col_kn(x, g.kh, g.kw, *g.kernel_args(), out=out)
     if natural != (oh, ow):          # the transposed conv's output_padding rows
         cols = active().xp.ascontiguousarray(cols[..., :oh, :ow])
     return cols.reshape(g.groups, -1, m * oh * ow)
@@ -163,10 +164,10 @@ def _w_mat(weight, groups):
     return weight.reshape(groups, weight.shape[0] // groups, -1)
 
 
-def _forward_part(x, w_mat, g, y, bias):
+def _forward_part(x, w_mat, g, y, bias, keep=None):
     """y = W · im2col(x) (+ b), per group, for one chunk of images."""
     m, c_out, oh, ow = y.shape
-    cols = _columns(x, g, oh, ow)                                # (g, K, m*P)
+    cols = _columns(x, g, oh, ow, out=keep)                      # (g, K, m*P)
     prod = _matmul(w_mat, cols, _work("gemm", (g.groups, c_out // g.groups, m * oh * ow),
                                       y.dtype))                  # Y = W · cols
     _from_kn(prod, y, bias)
@@ -186,14 +187,28 @@ def _per_image(c, g, oh, ow, itemsize):
     return c * g.kh * g.kw * oh * ow * itemsize
 
 
-def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None):
-    """y[n, o] = Σ_k W[o, k] · cols[n, k] (+ b[o]): one GEMM per group and chunk."""
+def _kept_part(keep, part, per_image, itemsize):
+    """The slice of a kept-columns buffer (flat) that holds chunk ``part``."""
+    if keep is None:
+        return None
+    per = per_image // itemsize
+    return keep[part.start * per:part.stop * per]
+
+
+def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None):
+    """y[n, o] = Σ_k W[o, k] · cols[n, k] (+ b[o]): one GEMM per group and chunk.
+
+    ``keep``: a flat buffer of the whole batch's columns, written chunk by
+    chunk for a later weight gradient (see :func:`_conv2d_keeping_columns`).
+    """
     xp = active().xp
     n, c_in = x.shape[:2]
     y = xp.empty((n, weight.shape[0], oh, ow), dtype=x.dtype)
     w_mat = _w_mat(weight, g.groups)                             # (g, c_out/g, K)
-    for part in _chunks(n, _per_image(c_in, g, oh, ow, x.dtype.itemsize)):
-        _forward_part(x[part], w_mat, g, y[part], bias)
+    per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
+    for part in _chunks(n, per_image):
+        _forward_part(x[part], w_mat, g, y[part], bias,
+                      _kept_part(keep, part, per_image, x.dtype.itemsize))
     return y
 
 
@@ -209,11 +224,12 @@ def _correlate_t(y, weight, g: ConvGeometry, h, w):
     return x
 
 
-def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx):
+def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None):
     """(dx, dW, db) of y = conv(x, W) in one pass over the chunks.
 
     Per chunk, dY is put in GEMM layout once and serves both products:
-    dx = col2im(Wᵀ · dY) and dW += dY · colsᵀ.
+    dx = col2im(Wᵀ · dY) and dW += dY · colsᵀ. ``kept``: the columns the
+    forward kept (the same chunks), used instead of recomputing them.
     """
     xp = active().xp
     n, c_out, oh, ow = dy.shape
@@ -221,11 +237,16 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx):
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     w_mat = _w_mat(weight, g.groups) if need_dx else None
     dweight = dbias = None
-    for part in _chunks(n, _per_image(c_in, g, oh, ow, x.dtype.itemsize)):
+    per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
+    for part in _chunks(n, per_image):
         dy_kn = _to_kn(dy[part], g.groups)                       # (g, c_out/g, m*P)
         if need_dx:
             _adjoint_part(dy_kn, w_mat, g, dx[part], oh, ow)
-        cols = _columns(x[part], g, oh, ow)                      # (g, K, m*P)
+        if kept is None:
+            cols = _columns(x[part], g, oh, ow)                  # (g, K, m*P)
+        else:
+            cols = _kept_part(kept, part, per_image, x.dtype.itemsize).reshape(
+                g.groups, -1, (part.stop - part.start) * oh * ow)
         # dL/dW_g += dY_g · cols_gᵀ ; dL/db = Σ_{n,p} dY
         dw = _matmul_nt(dy_kn, cols)
         db = dy_kn.reshape(c_out, -1).sum(axis=1)
@@ -476,3 +497,59 @@ def conv_transpose2d_backward(dy, x, weight, *, stride=1, padding=0, output_padd
     # dx = conv2d(dY, W), dW = Σ_n x_n · cols(dY_n)ᵀ, db = Σ dY
     return _conv_t_backward(dy, x, weight, g, need_dx=need_dx)
 
+
+
+# Columns of one forward kept for the weight gradient only up to this size: the
+# CAE's layers keep 0.9-4 MiB and skip one im2col each in their backward;
+# larger batches recompute them (bounded memory, as in round 1).
+_KEEP_MAX_BYTES = 16 * 2**20
+
+
+def _conv2d_keeping_columns(x, weight, bias=None, *, stride=1, padding=0, dilation=1,
+                            groups=1, buffer=None):
+    """:func:`conv2d`, also returning im2col(x) for :func:`_conv2d_backward_kept`.
+
+    For a layer in training. Returns ``(y, kept)``: ``kept`` is the whole
+    batch's columns (flat, in ``buffer`` when it is large enough), or None when
+    they would exceed ``_KEEP_MAX_BYTES``. ``y`` is exactly conv2d's: the
+    columns are written chunk by chunk where the work buffer would have been.
+    """
+    where = "conv2d"
+    check_input(weight, where=where, name="weight", ndim=4,
+                shape_text="(C_out, C_in/groups, kh, kw)")
+    g = conv_geometry(weight.shape[2:], stride, padding, dilation, groups, where=where)
+    _check_conv_args(x, weight, bias, g, where, transposed=False)
+    check_fits(g, x.shape[2], x.shape[3], where)
+    oh, ow = g.output_hw(x.shape[2], x.shape[3])
+    nbytes = x.shape[0] * _per_image(x.shape[1], g, oh, ow, x.dtype.itemsize)
+    if nbytes > _KEEP_MAX_BYTES:
+        return _correlate(x, weight, g, oh, ow, bias), None
+    size = nbytes // x.dtype.itemsize
+    xp = active().xp
+    if (buffer is None or not isinstance(buffer, xp.ndarray) or buffer.size < size
+            or buffer.dtype != x.dtype):
+        buffer = xp.empty(size, dtype=x.dtype)
+    kept = buffer[:size]
+    return _correlate(x, weight, g, oh, ow, bias, keep=kept), kept   # y = W · cols + b
+
+
+def _conv2d_backward_kept(dy, x, weight, kept, *, stride=1, padding=0, dilation=1,
+                          groups=1, need_dx=True):
+    """:func:`conv2d_backward` with the columns of the forward (``kept``, or None).
+
+    dW = Σ_n dY_n · cols(x_n)ᵀ reads the kept columns instead of recomputing
+    them; they are im2col of x as it was at the forward.
+    """
+    where = "conv2d_backward"
+    check_input(weight, where=where, name="weight", ndim=4,
+                shape_text="(C_out, C_in/groups, kh, kw)")
+    g = conv_geometry(weight.shape[2:], stride, padding, dilation, groups, where=where)
+    c_out = _check_conv_args(x, weight, None, g, where, transposed=False)
+    check_fits(g, x.shape[2], x.shape[3], where)
+    oh, ow = g.output_hw(x.shape[2], x.shape[3])
+    _check_grad(dy, (x.shape[0], c_out, oh, ow), where, x)
+    if kept is not None and kept.size * kept.dtype.itemsize != x.shape[0] * _per_image(
+            x.shape[1], g, oh, ow, x.dtype.itemsize):
+        kept = None                                   # not this input's columns
+    # dx = col2im(Wᵀ · dY), dW = Σ_n dY_n · cols(x_n)ᵀ, db = Σ dY
+    return _conv_backward(dy, x, weight, g, weight.shape, need_dx=need_dx, kept=kept)

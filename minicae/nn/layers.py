@@ -120,6 +120,34 @@ class Conv2d(_ConvBase):
     _op = staticmethod(F.conv2d)
     _op_backward = staticmethod(F.conv2d_backward)
 
+    def forward(self, x):
+        if not self.training:
+            self._cols = None
+            return super().forward(x)
+        # In training, keep im2col(x) for the weight gradient (when small: the
+        # functional floor decides); backward then skips one im2col
+        # (benchmarks/README.md, round 2).
+        _check_forward_input(self, x, self.in_channels)
+        self._x = x
+        bias = self.bias.data if self.bias is not None else None
+        y, self._cols = F.conv._conv2d_keeping_columns(
+            x, self.weight.data, bias, buffer=getattr(self, "_cols", None),
+            **self._geometry_kwargs())
+        return y
+
+    def backward(self, dy, *, need_dx=True):
+        """Add dL/dW, dL/db into the gradients; return dL/dx (None if not need_dx)."""
+        cols = getattr(self, "_cols", None)
+        if self._x is None or cols is None:
+            return super().backward(dy, need_dx=need_dx)
+        dx, dweight, dbias = F.conv._conv2d_backward_kept(
+            dy, self._x, self.weight.data, cols, need_dx=need_dx,
+            **self._geometry_kwargs())
+        self.weight.grad += dweight                  # accumulate, never assign
+        if self.bias is not None:
+            self.bias.grad += dbias
+        return dx
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, *, rng=None, dtype=numpy.float32,
                  init_gain="default"):
