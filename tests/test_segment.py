@@ -162,3 +162,17 @@ def test_segment_cli_end_to_end(tmp_path, capsys):
     assert rows["head_pretrained"]["ari"] > rows["kmeans_pixels"]["ari"] + 0.2
     assert rows["anomaly_otsu"]["auroc"] > 0.7
     assert (out / "overlay_head_pretrained.png").exists()
+
+
+def test_run_segment_plain_autoencoder_on_the_training_split_only():
+    from minicae.segment import run_segment
+
+    results, pictures = run_segment(
+        dict(n_images=40, image_size=24, epochs=2, labels=4, head_epochs=30,
+             test_fraction=0.25, corruption="none", pretrain_on="train", overlays=0,
+             backend="numpy"))
+    assert pictures == {}
+    assert results["head_pretrained"]["miou"] > results["kmeans_pixels"]["miou"]
+    assert results["anomaly_otsu"]["auroc"] > 0.6
+    with pytest.raises(ValueError, match="unknown options"):
+        run_segment(dict(pretrain="all"))

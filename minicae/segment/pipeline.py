@@ -20,6 +20,14 @@ Methods (rows of the table):
   ``--finetune``);
 - ``anomaly_otsu``, ``anomaly_percentile``: reconstruction-error maps on
   images with pasted defects (shapes data), thresholded; ``auroc`` column.
+  With ``corruption`` set (a denoising autoencoder for the features), the
+  error maps come from a second autoencoder of the same shape trained
+  without corruption.
+
+The autoencoder is pretrained on every image (``pretrain_on='all'``,
+held-out ones included; no mask is used) or on the training split only
+(``'train'``); the heads see the ``labels`` labelled images and nothing
+else. Docs: docs/segmentation.md.
 
 Unsupervised labels are matched to classes by a Hungarian assignment per
 image before scoring. With ``task='fg'`` (default) every class > 0 is merged
@@ -42,10 +50,11 @@ from .metrics import foreground, roc_auc, segmentation_scores
 
 __all__ = ["add_segment_arguments", "run_segment", "format_table", "DEFAULTS"]
 
-DEFAULTS = dict(data="shapes", masks=None, n_images=300, image_size=32, test_fraction=0.2,
+DEFAULTS = dict(data="shapes", masks=None, n_images=300, image_size=64, test_fraction=0.67,
                 labels=10, task="fg", checkpoint=None, channels=[8, 16], kernel_size=3,
-                epochs=6, lr=2e-3, batch_size=32, pool="energy", window=5, smooth=1,
-                n_init=4, head_hidden=[16], head_epochs=80, head_lr=1e-2, dice_weight=0.0,
+                epochs=5, lr=2e-3, batch_size=32, corruption="masking",
+                corruption_level=0.3, pretrain_on="all", pool="energy", window=5, smooth=1,
+                n_init=4, head_hidden=[16, 16], head_epochs=80, head_lr=1e-2, dice_weight=0.0,
                 finetune=False, anomaly="auto", error_window=5, percentile=95.0,
                 overlays=6, out="runs/segment", json=None, seed=0, backend=None)
 
@@ -74,6 +83,13 @@ def add_segment_arguments(p):
     p.add_argument("--epochs", type=int, default=d["epochs"], help="autoencoder epochs")
     p.add_argument("--lr", type=float, default=d["lr"], help="autoencoder learning rate")
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--corruption", choices=("none", "gaussian", "masking", "salt_pepper"),
+                   default=d["corruption"],
+                   help="denoising autoencoder: corrupt its inputs this way (default masking)")
+    p.add_argument("--corruption-level", type=float, default=d["corruption_level"])
+    p.add_argument("--pretrain-on", choices=("all", "train"), default=d["pretrain_on"],
+                   help="autoencoder images: all (unlabelled pretraining on every image, "
+                        "held-out ones included; no masks are used) or train only")
     p.add_argument("--pool", choices=("none", "mean", "energy"), default=d["pool"],
                    help="feature pooling: none, local mean, or texture energy (default)")
     p.add_argument("--window", type=int, default=d["window"], help="pooling window (odd)")
@@ -158,8 +174,10 @@ def _autoencoder(o, x_train, log):
                             kernel_size=o["kernel_size"], scheme="full", seed=o["seed"],
                             input_size=list(x_train.shape[2:]))
     t0 = time.perf_counter()
+    corruption = None if o["corruption"] == "none" else o["corruption"]
     history = fit(model, x_train, epochs=o["epochs"], lr=o["lr"], batch_size=o["batch_size"],
-                  seed=o["seed"], progress=False)
+                  seed=o["seed"], corruption=corruption,
+                  corruption_level=o["corruption_level"], progress=False)
     log(f"autoencoder trained in {time.perf_counter() - t0:.0f}s, val MSE "
         f"{history.epochs[-1].get('val_loss', float('nan')):.5f} (mean-image baseline "
         f"{history.baseline_mse or float('nan'):.5f})")
@@ -211,7 +229,10 @@ def _run(o, log):
     x_lab, m_lab = images[labelled], truth_all[labelled]
     log(f"data: {len(train)} training ({len(labelled)} labelled), {len(test)} held-out "
         f"images of shape {tuple(images.shape[1:])}; {n_classes} classes")
-    model = _autoencoder(o, x_train, log)
+    # unsupervised pretraining and feature statistics use no masks, so they may see the
+    # held-out images (pretrain_on="all", transductive); the heads see only x_lab, m_lab
+    x_pre = images if o["pretrain_on"] == "all" else x_train
+    model = _autoencoder(o, x_pre, log)
     pool = None if o["pool"] == "none" else o["pool"]
     feat_kw = dict(pool=pool, smooth=o["window"] if pool else 0)
     results, predictions = {}, {}
@@ -232,7 +253,7 @@ def _run(o, log):
                           ("kmeans_pixels", None, {}),
                           ("kmeans_pixels_pooled", None, feat_kw)):
         t0 = time.perf_counter()
-        f = PixelFeatures(mdl, **kw).fit(x_train).transform(x_test)
+        f = PixelFeatures(mdl, **kw).fit(x_pre).transform(x_test)
         labels = kmeans_segment(f, n_classes, **km)
         record(name, match_labels(labels, truth, n_classes=n_classes), t0)
 
@@ -247,7 +268,7 @@ def _run(o, log):
         heads.append(("head_finetune", model))
     for name, mdl in heads:
         t0 = time.perf_counter()
-        extractor = PixelFeatures(mdl, **feat_kw).fit(x_train)
+        extractor = PixelFeatures(mdl, **feat_kw).fit(x_pre)
         head = SegmentationHead(n_classes, hidden=tuple(o["head_hidden"]),
                                 epochs=o["head_epochs"], lr=o["head_lr"],
                                 dice_weight=o["dice_weight"], seed=o["seed"],
@@ -259,11 +280,17 @@ def _run(o, log):
     if anomaly:
         from ..data import make_shapes_anomaly
 
-        t0 = time.perf_counter()
         x_anom, m_anom = make_shapes_anomaly(len(test), size=images.shape[2],
                                              channels=images.shape[1], seed=o["seed"] + 1)
         m_anom = m_anom.astype(numpy.int64)
-        err = reconstruction_error_map(model, x_anom, smooth=o["error_window"])
+        # a denoising autoencoder learns to repair what it has not seen, which blurs the
+        # error map (validation seeds: AUROC 0.917/0.902 vs 0.928/0.961 without
+        # corruption), so the anomaly maps come from a plain reconstruction twin
+        detector = model
+        if o["corruption"] != "none" and not o["checkpoint"]:
+            detector = _autoencoder(dict(o, corruption="none"), x_pre, log)
+        t0 = time.perf_counter()
+        err = reconstruction_error_map(detector, x_anom, smooth=o["error_window"])
         auc = roc_auc(m_anom, err)
         for method in ("otsu", "percentile"):
             pred, _ = threshold_scores(err, method=method, percentile=o["percentile"])
