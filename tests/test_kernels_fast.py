@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from strategies import im2col_configs
 from test_kernels import im2col_definition
@@ -133,3 +134,60 @@ def test_numba_im2col_kn_serial_and_parallel_drivers_agree(cfg):
         got = np.full(want.shape, 5.0)                 # stale values must be overwritten
         driver(x_pad, got, cfg.sh, cfg.sw, cfg.dil_h, cfg.dil_w)
         assert_array_equal(got, want, err_msg=f"{driver.__name__} {cfg}")
+
+
+@given(cfg=im2col_configs(), c_out=st.integers(1, 3), with_bias=st.booleans())
+def test_numba_direct_conv_matches_the_column_products(cfg, c_out, with_bias):
+    """conv_direct / _adjoint / _wgrad equal W·cols + b, col2im(Wᵀ·dY), dY·colsᵀ."""
+    _numba = pytest.importorskip("minicae.kernels._numba")
+    from minicae.kernels import _numpy
+
+    rng = np.random.default_rng(cfg.seed + 1)
+    x = _x(cfg)
+    weight = rng.standard_normal((c_out, cfg.c, cfg.kh, cfg.kw))
+    bias = rng.standard_normal(c_out) if with_bias else None
+    cols = _numpy.im2col_kn(x, *cfg.args())                    # (C, kh, kw, N, oh, ow)
+    n, oh, ow = cols.shape[3:]
+    cols_mat = cols.reshape(-1, n, oh * ow)
+    w_mat = weight.reshape(c_out, -1)
+    want = np.einsum("ok,knp->nop", w_mat, cols_mat).reshape(n, c_out, oh, ow)
+    if with_bias:
+        want = want + bias.reshape(1, -1, 1, 1)
+    msg = f"c_out={c_out} bias={with_bias} {cfg}"
+    got = _numba.conv_direct(x, weight, bias, *cfg.args()[2:],
+                             out=np.full((n, c_out, oh, ow), 7.0))
+    assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg="y " + msg)
+
+    dy = rng.standard_normal((n, c_out, oh, ow))
+    dcols = np.einsum("ok,nop->knp", w_mat, dy.reshape(n, c_out, -1))
+    want_dx = _numpy.col2im_kn(dcols.reshape(cols.shape), cfg.h, cfg.w, *cfg.args()[2:])
+    got_dx = _numba.conv_direct_adjoint(dy, weight, cfg.h, cfg.w, *cfg.args()[2:])
+    assert_allclose(got_dx, want_dx, rtol=1e-10, atol=1e-10, err_msg="dx " + msg)
+
+    want_dw = np.einsum("nop,knp->ok", dy.reshape(n, c_out, -1), cols_mat)
+    got_dw = _numba.conv_direct_wgrad(dy, x, cfg.kh, cfg.kw, *cfg.args()[2:])
+    assert_allclose(got_dw.reshape(c_out, -1), want_dw, rtol=1e-10, atol=1e-10,
+                    err_msg="dW " + msg)
+
+
+@pytest.mark.parametrize("padding", [0, "full", (2, 1)])
+def test_numba_direct_path_of_conv2d_equals_numpy(padding):
+    """One output channel, stride 1: functional conv2d takes the direct kernels."""
+    pytest.importorskip("minicae.kernels._numba")
+    from minicae import functional as F
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((5, 4, 9, 8))
+    weight = rng.standard_normal((1, 4, 3, 2))
+    bias = rng.standard_normal(1)
+    results = {}
+    for name in ("numpy", "numba"):
+        with backend_mod.use_backend(name):
+            if name == "numba":
+                assert F.conv._direct_kernels(weight, F.conv_geometry(
+                    (3, 2), 1, padding, 1, 1, where="test")) is not None
+            y = F.conv2d(x, weight, bias, padding=padding)
+            dy = np.cos(np.arange(y.size)).reshape(y.shape)
+            results[name] = (y, *F.conv2d_backward(dy, x, weight, padding=padding))
+    for got, want, what in zip(results["numba"], results["numpy"], ("y", "dx", "dW", "db")):
+        assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=f"{what} {padding!r}")

@@ -187,6 +187,20 @@ def _per_image(c, g, oh, ow, itemsize):
     return c * g.kh * g.kw * oh * ow * itemsize
 
 
+def _direct_kernels(weight, g: ConvGeometry):
+    """The active kernels when their direct convolution pays for this conv2d, else None.
+
+    Measured rule (benchmarks/README.md, round 2): one output channel, one
+    group, stride 1 -- the GEMM is then a matrix-vector product and the columns
+    (K times the input) cost more than the product.
+    """
+    kernels = active().kernels
+    if (kernels.conv_direct is None or g.groups != 1 or weight.shape[0] != 1
+            or (g.sh, g.sw) != (1, 1)):
+        return None
+    return kernels
+
+
 def _kept_part(keep, part, per_image, itemsize):
     """The slice of a kept-columns buffer (flat) that holds chunk ``part``."""
     if keep is None:
@@ -204,6 +218,9 @@ def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None):
     xp = active().xp
     n, c_in = x.shape[:2]
     y = xp.empty((n, weight.shape[0], oh, ow), dtype=x.dtype)
+    direct = _direct_kernels(weight, g)
+    if direct is not None:                   # y = W ⋆ x + b, without columns
+        return direct.conv_direct(x, weight, bias, *g.kernel_args(), out=y)
     w_mat = _w_mat(weight, g.groups)                             # (g, c_out/g, K)
     per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
     for part in _chunks(n, per_image):
@@ -234,6 +251,14 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None):
     xp = active().xp
     n, c_out, oh, ow = dy.shape
     c_in = x.shape[1]
+    direct = _direct_kernels(weight, g)
+    if direct is not None:
+        args = g.kernel_args()
+        # dx = W ⋆ᵀ dY, dW = Σ dY · windows of x, db = Σ dY: without columns
+        dx = (direct.conv_direct_adjoint(dy, weight, x.shape[2], x.shape[3], *args)
+              if need_dx else None)
+        dweight = direct.conv_direct_wgrad(dy, x, g.kh, g.kw, *args)
+        return dx, dweight.reshape(weight_shape), dy.sum(axis=(0, 2, 3))
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     w_mat = _w_mat(weight, g.groups) if need_dx else None
     dweight = dbias = None
@@ -522,7 +547,7 @@ def _conv2d_keeping_columns(x, weight, bias=None, *, stride=1, padding=0, dilati
     check_fits(g, x.shape[2], x.shape[3], where)
     oh, ow = g.output_hw(x.shape[2], x.shape[3])
     nbytes = x.shape[0] * _per_image(x.shape[1], g, oh, ow, x.dtype.itemsize)
-    if nbytes > _KEEP_MAX_BYTES:
+    if nbytes > _KEEP_MAX_BYTES or _direct_kernels(weight, g) is not None:
         return _correlate(x, weight, g, oh, ow, bias), None
     size = nbytes // x.dtype.itemsize
     xp = active().xp

@@ -18,6 +18,12 @@ Every kernel set provides
     product for a whole batch; ``out`` is an optional contiguous work buffer
     (of the result's size) filled instead of allocating.
 
+``conv_direct(x, W, b, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out)``,
+``conv_direct_adjoint(dy, W, h, w, ...)``, ``conv_direct_wgrad(dy, x, kh, kw, ...)``
+    (optional) a convolution without columns (groups 1): its output, input gradient and
+    weight gradient, for the shapes where the columns cost more than they
+    save (Numba only; functional/conv.py decides when).
+
 ``CHUNK_BYTES`` (optional module constant)
     the size of the columns of one chunk of images that this backend's loops
     and GEMM handle best (the CPU caches); absent or 0: whole batches.
@@ -41,6 +47,9 @@ class KernelSet(NamedTuple):
     im2col_kn: object
     col2im_kn: object
     chunk_bytes: int = 0     # columns per chunk that suit the caches; 0: whole batches
+    conv_direct: object = None           # optional direct convolution (see below)
+    conv_direct_adjoint: object = None
+    conv_direct_wgrad: object = None
 
 
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
@@ -50,4 +59,6 @@ def load_kernels(name: str) -> KernelSet:
     """Import the kernel module of backend ``name`` (lazily) and return its set."""
     module = importlib.import_module(_MODULES[name], __name__)
     return KernelSet(name, module.im2col, module.col2im, module.im2col_kn,
-                     module.col2im_kn, getattr(module, "CHUNK_BYTES", 0))
+                     module.col2im_kn, getattr(module, "CHUNK_BYTES", 0),
+                     *(getattr(module, f, None) for f in
+                       ("conv_direct", "conv_direct_adjoint", "conv_direct_wgrad")))

@@ -16,7 +16,8 @@ import numpy as np
 from . import _numpy as _np_kernels
 
 
-__all__ = ["im2col", "col2im", "im2col_kn", "col2im_kn"]
+__all__ = ["im2col", "col2im", "im2col_kn", "col2im_kn", "conv_direct",
+           "conv_direct_adjoint", "conv_direct_wgrad"]
 
 # Columns per chunk of images (functional/conv.py): 1 MiB stays in the 2 MiB
 # L2 with the GEMM's other operands, where the 4 MiB of round 1 spilled
@@ -249,3 +250,126 @@ def col2im_kn(cols, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
         else _col2im_kn_serial
     kernel(np.ascontiguousarray(cols), x, sh, sw, pt, pl, dil_h, dil_w)
     return x
+
+
+# Direct convolution, without columns. It pays where the GEMM degenerates to a
+# matrix-vector product: one output channel (the 'full' CAE's 16->1 decoder).
+# One thread, N128 16->1 30² k3: forward 3.04 -> 2.27 ms, backward (dx + dW)
+# 7.77 -> 4.74 ms; with 16 output channels it loses 1.4-10x to im2col + GEMM
+# (benchmarks/README.md, round 2), so functional/conv.py takes it only for one
+# output channel. Each loop's innermost index is the output column q, with
+# unsigned flat indices so that it vectorises; no fastmath: the weight
+# gradient sums per column q first (elementwise, no reassociation).
+
+
+@numba.njit(inline="always")
+def _direct_image(xf, wf, bf, yf, b, c_in, c_out, hp, wp, kh, kw, oh, ow, sh, sw, dil_h,
+                  dil_w, has_bias):
+    for o in range(c_out):
+        ybase = (b * c_out + o) * oh * ow
+        init = bf[o] if has_bias else 0.0
+        for k in range(oh * ow):
+            yf[np.uintp(ybase + k)] = init
+        for c in range(c_in):
+            xbase = (b * c_in + c) * hp * wp
+            for i in range(kh):
+                for j in range(kw):
+                    wv = wf[np.uintp(((o * c_in + c) * kh + i) * kw + j)]
+                    for p in range(oh):
+                        src = xbase + (p * sh + i * dil_h) * wp + j * dil_w
+                        dst = ybase + p * ow
+                        # y[b, o, p, q] += W[o, c, i, j] · x_pad[b, c, p·sh + i·dh, q·sw + j·dw]
+                        for q in range(ow):
+                            yf[np.uintp(dst + q)] += wv * xf[np.uintp(src + q * sw)]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _conv_direct(x_pad, w, bias, y, sh, sw, dil_h, dil_w, has_bias):
+    n, c_in, hp, wp = x_pad.shape
+    c_out, _, kh, kw = w.shape
+    oh, ow = y.shape[2], y.shape[3]
+    xf, wf, yf = x_pad.reshape(-1), w.reshape(-1), y.reshape(-1)
+    for b in numba.prange(n):                 # each iteration writes its own image
+        _direct_image(xf, wf, bias, yf, b, c_in, c_out, hp, wp, kh, kw, oh, ow, sh, sw,
+                      dil_h, dil_w, has_bias)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _conv_direct_adjoint(dy, w, x_pad, sh, sw, dil_h, dil_w):
+    n, c_in, hp, wp = x_pad.shape
+    c_out, _, kh, kw = w.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    dyf, wf, xf = dy.reshape(-1), w.reshape(-1), x_pad.reshape(-1)
+    for b in numba.prange(n):                 # each iteration writes its own image
+        for k in range(c_in * hp * wp):
+            xf[np.uintp(b * c_in * hp * wp + k)] = 0
+        for o in range(c_out):
+            ybase = (b * c_out + o) * oh * ow
+            for c in range(c_in):
+                xbase = (b * c_in + c) * hp * wp
+                for i in range(kh):
+                    for j in range(kw):
+                        wv = wf[np.uintp(((o * c_in + c) * kh + i) * kw + j)]
+                        for p in range(oh):
+                            dst = xbase + (p * sh + i * dil_h) * wp + j * dil_w
+                            src = ybase + p * ow
+                            # x_pad[b, c, p·sh + i·dh, q·sw + j·dw]
+                            #     += W[o, c, i, j] · dy[b, o, p, q]
+                            for q in range(ow):
+                                xf[np.uintp(dst + q * sw)] += wv * dyf[np.uintp(src + q)]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _conv_direct_wgrad(dy, x_pad, dw, sh, sw, dil_h, dil_w):
+    n, c_in, hp, wp = x_pad.shape
+    c_out, _, kh, kw = dw.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    dyf, xf, dwf = dy.reshape(-1), x_pad.reshape(-1), dw.reshape(-1)
+    for t in numba.prange(c_out * c_in * kh * kw):   # each iteration owns dW[t]
+        j = t % kw
+        i = (t // kw) % kh
+        c = (t // (kw * kh)) % c_in
+        o = t // (kw * kh * c_in)
+        acc = np.zeros(ow, dtype=dw.dtype)
+        for b in range(n):
+            ybase = (b * c_out + o) * oh * ow
+            xbase = (b * c_in + c) * hp * wp + i * dil_h * wp + j * dil_w
+            for p in range(oh):
+                src = xbase + p * sh * wp
+                dst = ybase + p * ow
+                # dW[o, c, i, j] = Σ_{b,p,q} dy[b, o, p, q] · x_pad[b, c, p·sh + i·dh, q·sw + j·dw]
+                for q in range(ow):
+                    acc[q] += dyf[np.uintp(dst + q)] * xf[np.uintp(src + q * sw)]
+        total = acc[0] * 0
+        for q in range(ow):
+            total += acc[q]
+        dwf[t] = total
+
+
+def conv_direct(x, weight, bias, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out):
+    """y = conv2d(x, W) + b (groups 1) into ``out`` (N, C_out, oh, ow), without columns."""
+    has_bias = bias is not None
+    b = np.ascontiguousarray(bias) if has_bias else np.zeros(1, dtype=x.dtype)
+    _conv_direct(_padded(x, pt, pb, pl, pr), np.ascontiguousarray(weight), b, out, sh, sw,
+                 dil_h, dil_w, has_bias)
+    return out
+
+
+def conv_direct_adjoint(dy, weight, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w):
+    """dx = conv2d's input gradient for dy (N, C_out, oh, ow): x of shape (N, C_in, h, w)."""
+    n, c_in = dy.shape[0], weight.shape[1]
+    oh, ow = dy.shape[2], dy.shape[3]
+    hp = max(h + pt + pb, (oh - 1) * sh + (weight.shape[2] - 1) * dil_h + 1)
+    wp = max(w + pl + pr, (ow - 1) * sw + (weight.shape[3] - 1) * dil_w + 1)
+    x_pad = np.empty((n, c_in, hp, wp), dtype=dy.dtype)
+    _conv_direct_adjoint(np.ascontiguousarray(dy), np.ascontiguousarray(weight), x_pad,
+                         sh, sw, dil_h, dil_w)
+    return np.ascontiguousarray(x_pad[:, :, pt:pt + h, pl:pl + w])
+
+
+def conv_direct_wgrad(dy, x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w):
+    """dW (C_out, C_in, kh, kw) = Σ_{n,p,q} dy · the window of x it saw."""
+    dw = np.empty((dy.shape[1], x.shape[1], kh, kw), dtype=x.dtype)
+    _conv_direct_wgrad(np.ascontiguousarray(dy), _padded(x, pt, pb, pl, pr), dw, sh, sw,
+                       dil_h, dil_w)
+    return dw
