@@ -4,8 +4,9 @@ The loops run in parallel over the (image, channel) planes: each iteration
 owns one plane of ``x`` (col2im) or of ``cols`` (im2col), so no two
 iterations ever write the same cell and no atomics are needed. The GEMM-layout
 kernels ``im2col_kn`` / ``col2im_kn`` each have a serial and a parallel driver
-around one loop body and take the parallel one only for large arrays (see
-``PARALLEL_MIN``).
+around one loop body; the parallel one is taken only from ``PARALLEL_MIN``
+entries, which is set so that it is not taken at all next to a threaded BLAS.
+The direct convolution kernels at the end are serial.
 """
 
 from __future__ import annotations
@@ -197,12 +198,14 @@ def _col2im_kn_parallel(cols, x, sh, sw, pt, pl, dil_h, dil_w):
                       pt, pl, dil_h, dil_w)
 
 
-# Column arrays at least this large go to the parallel loop. Below it the
-# pool's wake-up and barrier cost more than they save, and on a shared machine
-# a parallel region waits for a descheduled worker: N128 16ch 14² s2 measured
-# 5.5 ms parallel vs 0.83 ms serial under load. The CPU chunks of
-# functional/conv.py (4 MiB) keep most calls serial.
-PARALLEL_MIN = 1 << 20
+# Column arrays at least this large would go to the parallel loops. Taken
+# never: a Numba parallel region next to OpenBLAS's threads (which spin after
+# each GEMM) makes both wait for a core. On a quiet 2-core machine with 2
+# threads (benchmarks/README.md, round 2), every Numba kernel serial and
+# OpenBLAS alone parallel: conv N32 64->64 fwd+bwd 165 -> 55 ms, 'full' CAE
+# step 34 -> 17 ms; with one thread nothing changes. The parallel drivers stay
+# (tested, race-free) for a caller that sets this (e.g. with a serial BLAS).
+PARALLEL_MIN = 1 << 62
 
 
 # Rows shorter than this are copied by NumPy's strided copy instead: with
@@ -283,24 +286,24 @@ def _direct_image(xf, wf, bf, yf, b, c_in, c_out, hp, wp, kh, kw, oh, ow, sh, sw
                             yf[np.uintp(dst + q)] += wv * xf[np.uintp(src + q * sw)]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _conv_direct(x_pad, w, bias, y, sh, sw, dil_h, dil_w, has_bias):
     n, c_in, hp, wp = x_pad.shape
     c_out, _, kh, kw = w.shape
     oh, ow = y.shape[2], y.shape[3]
     xf, wf, yf = x_pad.reshape(-1), w.reshape(-1), y.reshape(-1)
-    for b in numba.prange(n):                 # each iteration writes its own image
+    for b in range(n):
         _direct_image(xf, wf, bias, yf, b, c_in, c_out, hp, wp, kh, kw, oh, ow, sh, sw,
                       dil_h, dil_w, has_bias)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _conv_direct_adjoint(dy, w, x_pad, sh, sw, dil_h, dil_w):
     n, c_in, hp, wp = x_pad.shape
     c_out, _, kh, kw = w.shape
     oh, ow = dy.shape[2], dy.shape[3]
     dyf, wf, xf = dy.reshape(-1), w.reshape(-1), x_pad.reshape(-1)
-    for b in numba.prange(n):                 # each iteration writes its own image
+    for b in range(n):
         for k in range(c_in * hp * wp):
             xf[np.uintp(b * c_in * hp * wp + k)] = 0
         for o in range(c_out):
@@ -319,13 +322,13 @@ def _conv_direct_adjoint(dy, w, x_pad, sh, sw, dil_h, dil_w):
                                 xf[np.uintp(dst + q * sw)] += wv * dyf[np.uintp(src + q)]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _conv_direct_wgrad(dy, x_pad, dw, sh, sw, dil_h, dil_w):
     n, c_in, hp, wp = x_pad.shape
     c_out, _, kh, kw = dw.shape
     oh, ow = dy.shape[2], dy.shape[3]
     dyf, xf, dwf = dy.reshape(-1), x_pad.reshape(-1), dw.reshape(-1)
-    for t in numba.prange(c_out * c_in * kh * kw):   # each iteration owns dW[t]
+    for t in range(c_out * c_in * kh * kw):
         j = t % kw
         i = (t // kw) % kh
         c = (t // (kw * kh)) % c_in
