@@ -66,18 +66,13 @@ def get_workspace_limit():
 # benchmark machine) make a stride-1 conv step ~30% faster than one 28 MiB
 # block (benchmarks/README.md). Each kernel set names the size that suits it
 # (``CHUNK_BYTES``: NumPy 4 MiB, Numba 1 MiB); a GPU (0) wants the largest
-# launches instead. At least _MIN_CHUNK_IMAGES images go in a chunk when the
-# workspace limit allows: each chunk costs a few Python-level calls.
-_MIN_CHUNK_IMAGES = 4
-
-
+# launches instead.
 def _chunks(n, bytes_per_image):
     limit = _WORKSPACE_LIMIT[0]
-    per_image = max(1, bytes_per_image)
-    step = max(1, limit // per_image)
     cache = active().kernels.chunk_bytes
     if cache:
-        step = min(step, max(cache // per_image, _MIN_CHUNK_IMAGES))
+        limit = min(limit, cache)
+    step = max(1, limit // max(1, bytes_per_image))
     return [slice(i, min(n, i + step)) for i in range(0, n, step)]
 
 
