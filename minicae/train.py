@@ -10,6 +10,7 @@ checkpoint stores the seed, the epoch and the number of batches done, which
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -300,6 +301,9 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
         ckpt.save(path, model, opt, **meta)
         history.save(os.path.join(os.path.dirname(path), "history.json"))
 
+    # the data needs no gradient: let the first layer skip its input gradient
+    backward_kw = ({"need_input_grad": False} if "need_input_grad" in
+                   inspect.signature(model.backward).parameters else {})
     bar = None
     model.train()
     with _SigintFlag() as sigint:
@@ -336,7 +340,7 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
                     pens = (model.penalty_values() if hasattr(model, "penalty_values")
                             else {})
                     total = value + sum(pens.values())
-                    model.backward(loss_fn.backward())
+                    model.backward(loss_fn.backward(), **backward_kw)
                 if reduce_grads is not None:
                     reduce_grads(model)
                 m, stop = len(idx), sigint.hit
