@@ -25,7 +25,10 @@ columns. Intermediates live in reused per-thread work buffers.
 The columns of a batch are built in chunks of images so that they never take
 more than :func:`get_workspace_limit` bytes, and on the CPU no more than a
 cache-sized 4 MiB (results are identical up to the order of the sums over
-chunks).
+chunks). On the CPU with a multi-threaded BLAS, the chunks of a large enough
+call run on one thread per core, each with a one-thread BLAS (see
+``_parallel``); the weight gradient is then summed per thread, then over
+threads in chunk order.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import threading
 from .._validation import as_pair, check_positive_int
 from ..errors import ShapeError
 from ._common import active, check_input, check_same_dtype
+from ._parallel import run_groups, thread_groups
 from ._geometry import (ConvGeometry, check_fits, conv_geometry,
                         conv_transpose_output_size)
 
@@ -74,6 +78,35 @@ def _chunks(n, bytes_per_image):
         limit = min(limit, cache)
     step = max(1, limit // max(1, bytes_per_image))
     return [slice(i, min(n, i + step)) for i in range(0, n, step)]
+
+
+def _chunk_groups(n, bytes_per_image):
+    """The chunks of ``_chunks``, split into one contiguous group per thread.
+
+    On the CPU, when ``_parallel.thread_groups`` says threads pay, the chunks
+    are re-cut into a multiple of the thread count of equal size (never larger
+    than before) so that the threads get the same work. Otherwise one group.
+    """
+    parts = _chunks(n, bytes_per_image)
+    threads, hold = (thread_groups(n, n * bytes_per_image)
+                     if active().kernels.chunk_bytes else (1, False))
+    if threads < 2:
+        return [parts], hold
+    count = -(-len(parts) // threads) * threads
+    step = -(-n // count)
+    parts = [slice(i, min(n, i + step)) for i in range(0, n, step)]
+    k = len(parts)
+    return [parts[k * i // threads:k * (i + 1) // threads] for i in range(threads)
+            if k * i // threads < k * (i + 1) // threads], hold
+
+
+def _sum_partials(results):
+    """(Σ dW, Σ db) over the groups' partial sums, in group order."""
+    dweight, dbias = results[0]
+    for dw, db in results[1:]:
+        dweight = dweight + dw
+        dbias = dbias + db
+    return dweight, dbias
 
 
 _WORK = threading.local()
@@ -218,9 +251,13 @@ def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None):
         return direct.conv_direct(x, weight, bias, *g.kernel_args(), out=y)
     w_mat = _w_mat(weight, g.groups)                             # (g, c_out/g, K)
     per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
-    for part in _chunks(n, per_image):
-        _forward_part(x[part], w_mat, g, y[part], bias,
-                      _kept_part(keep, part, per_image, x.dtype.itemsize))
+
+    def body(parts):
+        for part in parts:
+            _forward_part(x[part], w_mat, g, y[part], bias,
+                          _kept_part(keep, part, per_image, x.dtype.itemsize))
+
+    run_groups(body, *_chunk_groups(n, per_image))
     return y
 
 
@@ -231,8 +268,12 @@ def _correlate_t(y, weight, g: ConvGeometry, h, w):
     c_in = weight.shape[1] * g.groups
     x = xp.empty((n, c_in, h, w), dtype=y.dtype)
     w_mat = _w_mat(weight, g.groups)
-    for part in _chunks(n, _per_image(c_in, g, oh, ow, y.dtype.itemsize)):
-        _adjoint_part(_to_kn(y[part], g.groups), w_mat, g, x[part], oh, ow)
+
+    def body(parts):
+        for part in parts:
+            _adjoint_part(_to_kn(y[part], g.groups), w_mat, g, x[part], oh, ow)
+
+    run_groups(body, *_chunk_groups(n, _per_image(c_in, g, oh, ow, y.dtype.itemsize)))
     return x
 
 
@@ -256,22 +297,28 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None):
         return dx, dweight.reshape(weight_shape), dy.sum(axis=(0, 2, 3))
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     w_mat = _w_mat(weight, g.groups) if need_dx else None
-    dweight = dbias = None
     per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
-    for part in _chunks(n, per_image):
-        dy_kn = _to_kn(dy[part], g.groups)                       # (g, c_out/g, m*P)
-        if need_dx:
-            _adjoint_part(dy_kn, w_mat, g, dx[part], oh, ow)
-        if kept is None:
-            cols = _columns(x[part], g, oh, ow)                  # (g, K, m*P)
-        else:
-            cols = _kept_part(kept, part, per_image, x.dtype.itemsize).reshape(
-                g.groups, -1, (part.stop - part.start) * oh * ow)
-        # dL/dW_g += dY_g · cols_gᵀ ; dL/db = Σ_{n,p} dY
-        dw = _matmul_nt(dy_kn, cols)
-        db = dy_kn.reshape(c_out, -1).sum(axis=1)
-        dweight = dw if dweight is None else dweight + dw
-        dbias = db if dbias is None else dbias + db
+
+    def body(parts):
+        dweight = dbias = None
+        for part in parts:
+            dy_kn = _to_kn(dy[part], g.groups)                   # (g, c_out/g, m*P)
+            if need_dx:
+                _adjoint_part(dy_kn, w_mat, g, dx[part], oh, ow)
+            if kept is None:
+                cols = _columns(x[part], g, oh, ow)              # (g, K, m*P)
+            else:
+                cols = _kept_part(kept, part, per_image, x.dtype.itemsize).reshape(
+                    g.groups, -1, (part.stop - part.start) * oh * ow)
+            # dL/dW_g += dY_g · cols_gᵀ ; dL/db = Σ_{n,p} dY
+            dw = _matmul_nt(dy_kn, cols)
+            db = dy_kn.reshape(c_out, -1).sum(axis=1)
+            dweight = dw if dweight is None else dweight + dw
+            dbias = db if dbias is None else dbias + db
+        return dweight, dbias
+
+    # per-thread partial sums of dW and db, added in chunk order at the end
+    dweight, dbias = _sum_partials(run_groups(body, *_chunk_groups(n, per_image)))
     return dx, dweight.reshape(weight_shape), dbias
 
 
@@ -285,20 +332,26 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx):
     c_in, h, w = x.shape[1:]
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     w_mat = _w_mat(weight, g.groups)                             # (g, c_in/g, K)
-    dweight = dbias = None
-    for part in _chunks(n, _per_image(c_out, g, h, w, x.dtype.itemsize)):
-        m = part.stop - part.start
-        cols = _columns(dy[part], g, h, w)                       # (g, K, m*h*w)
-        if need_dx:
-            prod = _matmul(w_mat, cols, _work("gemm", (g.groups, c_in // g.groups,
-                                                       m * h * w), x.dtype))
-            _from_kn(prod, dx[part], None)                       # dx = W · cols(dY)
-        x_kn = _to_kn(x[part], g.groups)
-        # dL/dW_g += x_g · cols(dY)_gᵀ ; dL/db = Σ_{n,p} dY
-        dw = _matmul_nt(x_kn, cols)
-        db = dy[part].sum(axis=(0, 2, 3))
-        dweight = dw if dweight is None else dweight + dw
-        dbias = db if dbias is None else dbias + db
+
+    def body(parts):
+        dweight = dbias = None
+        for part in parts:
+            m = part.stop - part.start
+            cols = _columns(dy[part], g, h, w)                   # (g, K, m*h*w)
+            if need_dx:
+                prod = _matmul(w_mat, cols, _work("gemm", (g.groups, c_in // g.groups,
+                                                           m * h * w), x.dtype))
+                _from_kn(prod, dx[part], None)                   # dx = W · cols(dY)
+            x_kn = _to_kn(x[part], g.groups)
+            # dL/dW_g += x_g · cols(dY)_gᵀ ; dL/db = Σ_{n,p} dY
+            dw = _matmul_nt(x_kn, cols)
+            db = dy[part].sum(axis=(0, 2, 3))
+            dweight = dw if dweight is None else dweight + dw
+            dbias = db if dbias is None else dbias + db
+        return dweight, dbias
+
+    dweight, dbias = _sum_partials(run_groups(
+        body, *_chunk_groups(n, _per_image(c_out, g, h, w, x.dtype.itemsize))))
     return dx, dweight.reshape(weight.shape), dbias
 
 

@@ -1,0 +1,112 @@
+"""Run the image chunks of one convolution on several threads, one BLAS thread each.
+
+With a threaded BLAS only the GEMMs of a convolution use the second core;
+im2col, col2im and the layout copies stay on one. Here the chunks are split
+into contiguous groups, one per thread, and each thread runs im2col -> GEMM
+-> col2im on its own group with its own work buffers (conv.py keeps them per
+thread) while BLAS is held at one thread, so the threads do not fight
+OpenBLAS's own workers for the cores. The Numba kernels are ``nogil`` and
+NumPy's GEMM, copies and ufuncs release the GIL, so the groups truly run at
+once.
+
+Taken only when every condition holds: a CPU kernel set (CuPy keeps whole
+batches), threadpoolctl importable (it is how BLAS is held at one thread;
+without it the serial path runs, as before), BLAS allowed more than one
+thread (so ``--threads 1`` and a pinned BLAS stay serial), and at least
+``MIN_BYTES`` of columns in the call (smaller layers lose to the hand-off).
+A smaller layer runs serially but also with BLAS held at one thread: waking
+OpenBLAS's workers for it leaves them spinning on the core that the next
+layer's threads need (strided CAE step at 2 threads: 12.3 vs 10.1 ms).
+One parallel section at a time: a second caller runs serially. The weight
+gradients are summed per thread, then over threads in chunk order, so they
+differ from the serial sum only in the order of the additions.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+__all__ = ["thread_groups", "run_groups"]
+
+# Columns (bytes) of one call from which two threads pay: waking the pool's
+# thread costs ~0.2 ms a call on the benchmark machine, and conv fwd+bwd
+# (numba, 2 threads) broke even at ~0.9 MiB of columns (16->32 14² s2: 441 KiB
+# 0.61 vs 0.77 ms, 882 KiB 1.25 vs 1.13 ms; benchmarks/README.md, round 3).
+MIN_BYTES = 1 * 2**20
+
+_STATE = {"blas": None, "pool": None}
+_LOCK = threading.Lock()
+
+
+def _blas_controllers():
+    """threadpoolctl's BLAS controllers (looked up once), or () without threadpoolctl."""
+    if _STATE["blas"] is None:
+        try:
+            import threadpoolctl
+        except ImportError:
+            _STATE["blas"] = ()
+        else:
+            ctl = threadpoolctl.ThreadpoolController()
+            _STATE["blas"] = tuple(c for c in ctl.lib_controllers
+                                   if c.user_api == "blas")
+    return _STATE["blas"]
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                   # not on Linux
+        return os.cpu_count() or 1
+
+
+def thread_groups(n_parts, nbytes):
+    """(threads, hold): how many threads the chunks of one call should use, and
+    whether BLAS is held at one thread meanwhile (also for a small layer run
+    serially, see the module's notes)."""
+    blas = _blas_controllers()
+    if not blas:
+        return 1, False
+    threads = min(n_parts, _cores(), max(c.num_threads for c in blas))
+    if threads < 2:
+        return 1, False
+    if nbytes < MIN_BYTES:
+        return 1, True
+    return threads, True
+
+
+def _pool(workers):
+    pool = _STATE["pool"]
+    if pool is None or pool._max_workers < workers:
+        _STATE["pool"] = pool = ThreadPoolExecutor(max_workers=workers,
+                                                   thread_name_prefix="minicae-conv")
+    return pool
+
+
+def run_groups(body, groups, hold=True):
+    """[body(group) for group in groups], the first on this thread, the rest on the pool.
+
+    BLAS is held at one thread meanwhile and restored after; the results come
+    back in the order of ``groups``.
+    """
+    if not hold or not _LOCK.acquire(blocking=False):
+        return [body(group) for group in groups]
+    try:
+        blas = _blas_controllers()
+        before = [c.num_threads for c in blas]
+        for c in blas:
+            c.set_num_threads(1)
+        try:
+            futures = ([_pool(len(groups) - 1).submit(body, group) for group in groups[1:]]
+                       if len(groups) > 1 else [])
+            try:
+                first = body(groups[0])
+            finally:
+                wait(futures)           # never restore BLAS under a running group
+            return [first] + [f.result() for f in futures]
+        finally:
+            for c, k in zip(blas, before):
+                c.set_num_threads(k)
+    finally:
+        _LOCK.release()

@@ -1,0 +1,65 @@
+"""Convolution chunks on two threads: same results as the serial path, BLAS restored."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minicae import functional as F
+from minicae.functional import _parallel
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+
+def _all_ops(rng, *, groups):
+    x = rng.standard_normal((9, 4, 11, 10))
+    w = rng.standard_normal((6, 4 // groups, 3, 3))
+    kw = dict(stride=2, padding=1, groups=groups)
+    y = F.conv2d(x, w, rng.standard_normal(6), **kw)
+    grads = F.conv2d_backward(rng.standard_normal(y.shape), x, w, **kw)
+    wt = rng.standard_normal((4, 6 // groups, 3, 3))
+    kt = dict(stride=2, padding=1, output_padding=1, groups=groups)
+    yt = F.conv_transpose2d(x, wt, rng.standard_normal(6), **kt)
+    gt = F.conv_transpose2d_backward(rng.standard_normal(yt.shape), x, wt, **kt)
+    return [y, *grads, yt, *gt]
+
+
+@pytest.fixture
+def two_blas_threads():
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        yield
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("limit", [2**30, 4096])
+def test_threaded_chunks_match_serial(backend, two_blas_threads, monkeypatch, groups,
+                                      limit):
+    if F.array_module().__name__ != "numpy":
+        pytest.skip("threaded chunks are a CPU path; CuPy keeps whole batches")
+    previous = F.set_workspace_limit(limit)
+    try:
+        monkeypatch.setattr(_parallel, "MIN_BYTES", 2**62)          # serial
+        serial = _all_ops(np.random.default_rng(3), groups=groups)
+        monkeypatch.setattr(_parallel, "MIN_BYTES", 0)              # threaded
+        calls = []
+        run = _parallel.run_groups
+        monkeypatch.setattr("minicae.functional.conv.run_groups",
+                            lambda body, groups, hold=True: calls.append(len(groups))
+                            or run(body, groups, hold))
+        threaded = _all_ops(np.random.default_rng(3), groups=groups)
+    finally:
+        F.set_workspace_limit(previous)
+    assert max(calls) >= 2, f"no call ran on two threads (groups per call: {calls})"
+    for i, (a, b) in enumerate(zip(threaded, serial)):
+        # only the order of the weight gradient's sums over chunks differs
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12,
+                                   err_msg=f"output {i}, groups={groups}, limit={limit}")
+    blas = [p["num_threads"] for p in threadpoolctl.threadpool_info()
+            if p["user_api"] == "blas"]
+    assert all(k == 2 for k in blas), f"BLAS threads not restored: {blas}"
+
+
+def test_serial_without_blas_control(monkeypatch):
+    monkeypatch.setitem(_parallel._STATE, "blas", ())      # as without threadpoolctl
+    assert _parallel.thread_groups(64, 2**30) == (1, False)
+    assert _parallel.run_groups(lambda g: sum(g), [[1, 2], [3]], False) == [3, 3]
