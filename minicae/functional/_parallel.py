@@ -110,3 +110,4 @@ def run_groups(body, groups, hold=True):
                 c.set_num_threads(k)
     finally:
         _LOCK.release()
+

@@ -18,6 +18,25 @@ __all__ = ["relu", "relu_backward", "relu_grad", "relu_grad2",
            "tanh", "tanh_backward", "tanh_grad", "tanh_grad2", "ACTIVATIONS"]
 
 
+# The one-pass Numba ReLU backward from this many entries (numba kernel set only);
+# below, NumPy's calls cost less than the dispatch. Not split over the cores: at
+# 401k entries two halves on the pool ran 0.18 ms vs 0.17 on one thread
+# (benchmarks/README.md, round 4).
+NUMBA_MIN = 1 << 14
+
+
+def _numba_relu(a, b):
+    """The numba kernel module when a and b suit its ReLU loops, else None."""
+    if (a.size < NUMBA_MIN or active().kernels.name != "numba"
+            or not isinstance(a, numpy.ndarray) or not isinstance(b, numpy.ndarray)
+            or a.dtype != b.dtype or a.shape != b.shape
+            or a.dtype not in (numpy.float32, numpy.float64)
+            or not (a.flags.c_contiguous and b.flags.c_contiguous)):
+        return None
+    from ..kernels import _numba
+    return _numba
+
+
 def relu(x):
     r"""ReLU(x) = max(x, 0); ReLU′(x) = 1 if x > 0 else 0 (ReLU′(0) = 0)."""
     check_input(x, where="relu")
@@ -36,7 +55,12 @@ def relu_grad2(a):
 
 def relu_backward(dy, x):
     """dL/dx = dL/dy ⊙ [x > 0]."""
-    return dy * (x > 0)
+    kernels = _numba_relu(dy, x)
+    if kernels is None:
+        return dy * (x > 0)
+    out = numpy.empty_like(x)
+    kernels.relu_backward_span(dy.reshape(-1), x.reshape(-1), out.reshape(-1), 0, x.size)
+    return out
 
 
 def leaky_relu(x, negative_slope=0.01):

@@ -14,11 +14,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import _numpy as _np_kernels
 
 
 __all__ = ["im2col", "col2im", "im2col_kn", "col2im_kn", "conv_direct",
-           "conv_direct_adjoint", "conv_direct_wgrad"]
+           "conv_direct_adjoint", "conv_direct_wgrad", "relu_backward_span"]
 
 # Columns per chunk of images (functional/conv.py): 1 MiB stays in the 2 MiB
 # L2 with the GEMM's other operands, where the 4 MiB of round 1 spilled
@@ -142,6 +141,29 @@ def _im2col_kn_parallel(x_pad, cols, sh, sw, dil_h, dil_w):
                      sh, sw, dil_h, dil_w)
 
 
+@numba.njit(cache=True, nogil=True)
+def _im2col_kn_gather(x_pad, cols, sh, sw, dil_h, dil_w):
+    """The same columns as :func:`_im2col_kn_serial` by one gather per slab through a
+    table of the oh*ow window offsets: no per-row set-up, for short or strided rows."""
+    c, kh, kw, n, oh, ow = cols.shape
+    hp, wp = x_pad.shape[2], x_pad.shape[3]
+    xf, cf = x_pad.reshape(-1), cols.reshape(-1)
+    off = np.empty(oh * ow, np.intp)
+    for p in range(oh):
+        for q in range(ow):
+            off[p * ow + q] = p * sh * wp + q * sw
+    o = 0
+    for ch in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                for b in range(n):
+                    src = (b * c + ch) * hp * wp + i * dil_h * wp + j * dil_w
+                    # cols[c, i, j, b, p, q] = x_pad[b, c, p*sh + i*dil_h, q*sw + j*dil_w]
+                    for k in range(oh * ow):
+                        cf[np.uintp(o + k)] = xf[np.uintp(src + off[k])]
+                    o += oh * ow
+
+
 def _padded(x, pt, pb, pl, pr):
     """x zero-padded by (pt, pb) rows and (pl, pr) columns, C-contiguous."""
     if not (pt or pb or pl or pr):
@@ -208,11 +230,12 @@ def _col2im_kn_parallel(cols, x, sh, sw, pt, pl, dil_h, dil_w):
 PARALLEL_MIN = 1 << 62
 
 
-# Rows shorter than this are copied by NumPy's strided copy instead: with
-# rows of 7 (N128 16ch 14² s2, the CAE's second layer) the loop's per-row
-# set-up loses (conv row fwd+bwd 4.55 ms with NumPy's copy, 4.69 with the
-# loop); from rows of 14 on the padded loop wins (conv N128 1->16 28² s2
-# 1.67 -> 1.54 ms; benchmarks/README.md, round 2).
+# Rows shorter than this, or strided, are gathered through an offset table
+# instead of copied row by row: with rows of 7 (N128 16ch 14² s2, the CAE's
+# second layer) the row loop's set-up lost to NumPy's strided copy (round 2),
+# and the gather beats both (whole batch, one thread: NumPy's copy 0.81 ->
+# 0.55 ms; 22 images 0.126 -> 0.077; 1ch 28² s2 rows of 14: row loop 0.111 ->
+# 0.090); at stride 1 with rows of 14 it loses (1.15 -> 1.24; round 4).
 LOOP_MIN_ROW = 8
 
 
@@ -222,14 +245,11 @@ def im2col_kn(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
     The input is zero-padded once (a few % of the columns' size), then every
     row of the columns is a plain strided read: one thread, per 1 MiB chunk,
     N4 16ch 28² s1 0.096 -> 0.062 ms, N128 1ch 28² s2 0.136 -> 0.092 ms. Rows
-    shorter than ``LOOP_MIN_ROW`` go to NumPy's strided copy.
+    shorter than ``LOOP_MIN_ROW``, or strided, are gathered (see above).
     """
     n, c, h, w = x.shape
     oh = (h + pt + pb - dil_h * (kh - 1) - 1) // sh + 1
     ow = (w + pl + pr - dil_w * (kw - 1) - 1) // sw + 1
-    if ow < LOOP_MIN_ROW:
-        return _np_kernels.im2col_kn(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w,
-                                     out=out)
     x_pad = _padded(x, pt, pb, pl, pr)
     if out is None:
         cols = np.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
@@ -237,6 +257,8 @@ def im2col_kn(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
         assert out.flags.c_contiguous and out.dtype == x.dtype   # reshape is a view
         cols = out.reshape((c, kh, kw, n, oh, ow))
     kernel = _im2col_kn_parallel if cols.size >= PARALLEL_MIN else _im2col_kn_serial
+    if ow < LOOP_MIN_ROW or sw > 1:
+        kernel = _im2col_kn_gather
     kernel(x_pad, cols, sh, sw, dil_h, dil_w)
     return cols
 
@@ -376,3 +398,21 @@ def conv_direct_wgrad(dy, x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w):
     _conv_direct_wgrad(np.ascontiguousarray(dy), _padded(x, pt, pb, pl, pr), dw, sh, sw,
                        dil_h, dil_w)
     return dw
+
+
+# Elementwise ReLU backward (functional/activations.py takes it on the numba set
+# from NUMBA_MIN entries): one pass, where NumPy's ``dy * (x > 0)`` makes a bool
+# array, then a mixed-type product. Same products (dy·1 or dy·0), so same values.
+# Slices, not range(start, stop), let LLVM vectorize it: N128 16ch 14² float32
+# 0.24 (NumPy) -> 0.16 ms, where the range form ran 0.23.
+@numba.njit(cache=True, nogil=True)
+def _relu_backward(dy, x, out, start, stop):
+    d, xs, o = dy[start:stop], x[start:stop], out[start:stop]
+    one, zero = d.dtype.type(1), d.dtype.type(0)
+    for i in range(d.size):
+        o[i] = d[i] * (one if xs[i] > 0 else zero)    # dL/dx = dL/dy ⊙ [x > 0]
+
+
+def relu_backward_span(dy, x, out, start, stop):
+    """out[start:stop] = (dy · [x > 0])[start:stop] on flat contiguous arrays (nogil)."""
+    _relu_backward(dy, x, out, start, stop)
