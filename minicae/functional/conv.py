@@ -201,9 +201,14 @@ def _w_mat(weight, groups):
 
 def _forward_part(x, w_mat, g, y, bias, keep=None):
     """y = W · im2col(x) (+ b), per group, for one chunk of images."""
+    cols = _columns(x, g, y.shape[2], y.shape[3], out=keep)     # (g, K, m*P)
+    _product_nchw(w_mat, cols, y, bias)                          # y = W · cols (+ b)
+
+
+def _product_nchw(w_mat, cols, y, bias):
+    """y (m, C_out, oh, ow) = W · cols (+ b) per group, from the GEMM layout."""
     m, c_out, oh, ow = y.shape
-    cols = _columns(x, g, oh, ow, out=keep)                      # (g, K, m*P)
-    if g.groups == 1 and cols.shape[1] >= 32 and active().kernels.name != "cupy":
+    if w_mat.shape[0] == 1 and cols.shape[1] >= 32 and active().kernels.name != "cupy":
         # Yᵀ = colsᵀ · Wᵀ: OpenBLAS runs the few-row product faster this way
         # round (32x144 by 144x1078: 119 -> 136 GFLOP/s; 2 threads, fwd 16->16
         # 28² 3.5 -> 3.0 ms, 16->32 14² s2 1.00 -> 0.93), and the result comes
@@ -217,7 +222,7 @@ def _forward_part(x, w_mat, g, y, bias, keep=None):
         else:
             active().xp.add(view, bias.reshape(1, -1, 1, 1), out=y)
         return
-    prod = _matmul(w_mat, cols, _work("gemm", (g.groups, c_out // g.groups, m * oh * ow),
+    prod = _matmul(w_mat, cols, _work("gemm", (w_mat.shape[0], w_mat.shape[1], m * oh * ow),
                                       y.dtype))                  # Y = W · cols
     _from_kn(prod, y, bias)
 
@@ -357,12 +362,9 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx):
     def body(parts):
         dweight = dbias = None
         for part in parts:
-            m = part.stop - part.start
             cols = _columns(dy[part], g, h, w)                   # (g, K, m*h*w)
             if need_dx:
-                prod = _matmul(w_mat, cols, _work("gemm", (g.groups, c_in // g.groups,
-                                                           m * h * w), x.dtype))
-                _from_kn(prod, dx[part], None)                   # dx = W · cols(dY)
+                _product_nchw(w_mat, cols, dx[part], None)       # dx = W · cols(dY)
             x_kn = _to_kn(x[part], g.groups)
             # dL/dW_g += x_g · cols(dY)_gᵀ ; dL/db = Σ_{n,p} dY
             dw = _matmul_nt(x_kn, cols)
