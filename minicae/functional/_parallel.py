@@ -110,4 +110,3 @@ def run_groups(body, groups, hold=True):
                 c.set_num_threads(k)
     finally:
         _LOCK.release()
-
