@@ -184,9 +184,24 @@ def _to_kn(y, groups):
     return kn.reshape(groups, c // groups, -1)
 
 
+def _layout_kernels(prod, y, bias):
+    """The numba kernels' NCHW copy-back when they suit prod and y, else None
+    (NumPy's strided copy of the transposed view)."""
+    if (active().kernels.name != "numba" or prod.dtype != y.dtype
+            or (bias is not None and bias.dtype != y.dtype)
+            or not (prod.flags.c_contiguous and y.flags.c_contiguous)):
+        return None
+    from ..kernels import _numba
+    return _numba
+
+
 def _from_kn(prod, y, bias):
     """y[n, o] = prod[o, n] (+ b[o]): back from GEMM layout to NCHW."""
     m, c, oh, ow = y.shape
+    layout = _layout_kernels(prod, y, bias)
+    if layout is not None:
+        layout.kn_to_nchw(prod.reshape(c, -1), y, bias)
+        return
     view = prod.reshape(c, m, oh, ow).transpose(1, 0, 2, 3)
     if bias is None:
         y[...] = view
