@@ -31,7 +31,7 @@ def test_set_and_get_backend(fresh):
     be = minicae.set_backend("numpy")
     assert minicae.get_backend() is be
     assert (be.name, be.xp, be.device) == ("numpy", np, "cpu")
-    assert be.kernels.name == "numpy" and callable(be.kernels.im2col)
+    assert be.kernels.name == "numpy" and callable(be.kernels.im2col_kn)
     assert minicae.set_backend("NumPy").name == "numpy"           # case-insensitive
 
 

@@ -1,7 +1,8 @@
-"""im2col / col2im on every installed kernel set, against their definitions.
+"""im2col_kn / col2im_kn on every installed kernel set, against their definitions.
 
-``cols[n, c, i, j, p, q] = x_pad[n, c, p*sh + i*dil_h, q*sw + j*dil_w]`` and
-``col2im`` is its adjoint: ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩.
+``cols[c, i, j, n, p, q] = x_pad[n, c, p*sh + i*dil_h, q*sw + j*dil_w]`` (GEMM
+layout) and ``col2im_kn`` is its adjoint: ⟨im2col_kn(x), c⟩ = ⟨x, col2im_kn(c)⟩.
+Every backend is checked for parity with the NumPy kernels.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from minicae import to_device, to_numpy
 
 
 def im2col_definition(x, cfg):
-    """The defining loop: read each tap of each window (zero outside the image)."""
+    """The defining loop: read each tap of each window (zero outside the image).
+
+    Columns in GEMM layout (C, kh, kw, N, oh, ow).
+    """
     n, c, h, w = x.shape
     oh = (h + cfg.pt + cfg.pb - cfg.dil_h * (cfg.kh - 1) - 1) // cfg.sh + 1
     ow = (w + cfg.pl + cfg.pr - cfg.dil_w * (cfg.kw - 1) - 1) // cfg.sw + 1
-    cols = np.zeros((n, c, cfg.kh, cfg.kw, oh, ow))
+    cols = np.zeros((c, cfg.kh, cfg.kw, n, oh, ow))
     for i in range(cfg.kh):
         for j in range(cfg.kw):
             for p in range(oh):
@@ -29,7 +33,7 @@ def im2col_definition(x, cfg):
                     row = p * cfg.sh + i * cfg.dil_h - cfg.pt
                     col = q * cfg.sw + j * cfg.dil_w - cfg.pl
                     if 0 <= row < h and 0 <= col < w:
-                        cols[:, :, i, j, p, q] = x[:, :, row, col]
+                        cols[:, i, j, :, p, q] = x[:, :, row, col].T
     return cols
 
 
@@ -39,31 +43,31 @@ def _x(cfg, dtype=np.float64):
 
 
 @given(cfg=im2col_configs())
-def test_im2col_matches_definition(backend, cfg):
+def test_im2col_kn_matches_definition(backend, cfg):
     x = _x(cfg)
-    cols = to_numpy(backend.kernels.im2col(to_device(x), *cfg.args()))
+    cols = to_numpy(backend.kernels.im2col_kn(to_device(x), *cfg.args()))
     assert_array_equal(cols, im2col_definition(x, cfg), err_msg=f"{backend.name} {cfg}")
 
 
 @given(cfg=im2col_configs())
-def test_col2im_is_adjoint_of_im2col(backend, cfg):
+def test_col2im_kn_is_adjoint_of_im2col_kn(backend, cfg):
     x = _x(cfg)
-    cols = backend.kernels.im2col(to_device(x), *cfg.args())
+    cols = backend.kernels.im2col_kn(to_device(x), *cfg.args())
     c = np.random.default_rng(cfg.seed + 1).standard_normal(cols.shape)
-    back = to_numpy(backend.kernels.col2im(to_device(c), cfg.h, cfg.w, *cfg.geometry()))
+    back = to_numpy(backend.kernels.col2im_kn(to_device(c), cfg.h, cfg.w, *cfg.geometry()))
     assert back.shape == x.shape, f"{backend.name} {cfg}"
-    # ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩
+    # ⟨im2col_kn(x), c⟩ = ⟨x, col2im_kn(c)⟩
     lhs = float(np.sum(to_numpy(cols) * c))
     rhs = float(np.sum(x * back))
     assert_allclose(lhs, rhs, rtol=1e-12, atol=1e-12, err_msg=f"{backend.name} {cfg}")
 
 
 @given(cfg=im2col_configs())
-def test_col2im_counts_every_read(backend, cfg):
-    """col2im of all-ones columns counts how many windows read each pixel."""
-    cols_shape = backend.kernels.im2col(to_device(_x(cfg)), *cfg.args()).shape
-    counts = to_numpy(backend.kernels.col2im(to_device(np.ones(cols_shape)), cfg.h, cfg.w,
-                                             *cfg.geometry()))
+def test_col2im_kn_counts_every_read(backend, cfg):
+    """col2im_kn of all-ones columns counts how many windows read each pixel."""
+    cols_shape = backend.kernels.im2col_kn(to_device(_x(cfg)), *cfg.args()).shape
+    counts = to_numpy(backend.kernels.col2im_kn(to_device(np.ones(cols_shape)), cfg.h,
+                                                cfg.w, *cfg.geometry()))
     expected = np.zeros((cfg.h, cfg.w))
     for i in range(cfg.kh):
         for j in range(cfg.kw):
@@ -83,11 +87,11 @@ def test_kernel_parity_with_numpy(other_backend, dtype, cfg):
     x = _x(cfg, dtype)
     ref = backend_mod.use_backend("numpy")
     with ref as be:
-        cols_ref = be.kernels.im2col(x, *cfg.args())
-        back_ref = be.kernels.col2im(cols_ref, cfg.h, cfg.w, *cfg.geometry())
+        cols_ref = be.kernels.im2col_kn(x, *cfg.args())
+        back_ref = be.kernels.col2im_kn(cols_ref, cfg.h, cfg.w, *cfg.geometry())
     with backend_mod.use_backend(other_backend) as be:
-        cols = be.kernels.im2col(to_device(x), *cfg.args())
-        back = be.kernels.col2im(cols, cfg.h, cfg.w, *cfg.geometry())
+        cols = be.kernels.im2col_kn(to_device(x), *cfg.args())
+        back = be.kernels.col2im_kn(cols, cfg.h, cfg.w, *cfg.geometry())
         cols, back = to_numpy(cols), to_numpy(back)
     assert cols.dtype == dtype and back.dtype == dtype
     assert_array_equal(cols, cols_ref, err_msg=f"{other_backend} {cfg}")
@@ -99,8 +103,8 @@ def test_kernel_parity_with_numpy(other_backend, dtype, cfg):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernels_preserve_dtype(backend, dtype):
     x = to_device(np.arange(2 * 3 * 5 * 4, dtype=dtype).reshape(2, 3, 5, 4))
-    cols = backend.kernels.im2col(x, 3, 2, 2, 1, 1, 0, 0, 1, 1, 2)
-    back = backend.kernels.col2im(cols, 5, 4, 2, 1, 1, 0, 0, 1, 1, 2)
+    cols = backend.kernels.im2col_kn(x, 3, 2, 2, 1, 1, 0, 0, 1, 1, 2)
+    back = backend.kernels.col2im_kn(cols, 5, 4, 2, 1, 1, 0, 0, 1, 1, 2)
     assert cols.dtype == dtype and back.dtype == dtype
 
 
@@ -110,24 +114,25 @@ def test_kernels_accept_non_contiguous_input(backend):
              "channel slice": base[:, 1:]}
     for label, view in views.items():
         assert not view.flags.c_contiguous
-        got = to_numpy(backend.kernels.im2col(to_device(view), 2, 3, 1, 2, 1, 1, 0, 2, 1, 1))
-        want = to_numpy(backend.kernels.im2col(to_device(np.ascontiguousarray(view)),
-                                               2, 3, 1, 2, 1, 1, 0, 2, 1, 1))
+        got = to_numpy(backend.kernels.im2col_kn(to_device(view),
+                                                 2, 3, 1, 2, 1, 1, 0, 2, 1, 1))
+        want = to_numpy(backend.kernels.im2col_kn(to_device(np.ascontiguousarray(view)),
+                                                  2, 3, 1, 2, 1, 1, 0, 2, 1, 1))
         assert_array_equal(got, want, err_msg=f"{backend.name} {label}")
         cols = got.transpose(0, 1, 2, 3, 5, 4).copy().transpose(0, 1, 2, 3, 5, 4)
-        assert_allclose(to_numpy(backend.kernels.col2im(to_device(cols), *view.shape[2:],
-                                                        1, 2, 1, 1, 0, 2, 1, 1)),
-                        to_numpy(backend.kernels.col2im(to_device(got), *view.shape[2:],
-                                                        1, 2, 1, 1, 0, 2, 1, 1)),
-                        rtol=1e-12, atol=1e-12, err_msg=f"{backend.name} {label} col2im")
+        assert_allclose(to_numpy(backend.kernels.col2im_kn(to_device(cols), *view.shape[2:],
+                                                           1, 2, 1, 1, 0, 2, 1, 1)),
+                        to_numpy(backend.kernels.col2im_kn(to_device(got), *view.shape[2:],
+                                                           1, 2, 1, 1, 0, 2, 1, 1)),
+                        rtol=1e-12, atol=1e-12, err_msg=f"{backend.name} {label} col2im_kn")
 
 
-def test_col2im_when_the_stride_skips_trailing_rows(backend):
+def test_col2im_kn_when_the_stride_skips_trailing_rows(backend):
     """H=6, k=2, s=3: rows 2 and 5 are read by no window and get zero gradient."""
     x = np.arange(1.0, 1 + 6 * 6).reshape(1, 1, 6, 6)
-    cols = backend.kernels.im2col(to_device(x), 2, 2, 3, 3, 0, 0, 0, 0, 1, 1)
-    assert cols.shape == (1, 1, 2, 2, 2, 2)
-    back = to_numpy(backend.kernels.col2im(cols, 6, 6, 3, 3, 0, 0, 0, 0, 1, 1))
+    cols = backend.kernels.im2col_kn(to_device(x), 2, 2, 3, 3, 0, 0, 0, 0, 1, 1)
+    assert cols.shape == (1, 2, 2, 1, 2, 2)
+    back = to_numpy(backend.kernels.col2im_kn(cols, 6, 6, 3, 3, 0, 0, 0, 0, 1, 1))
     mask = np.zeros((6, 6), dtype=bool)
     mask[[0, 1, 3, 4]] = True
     mask &= np.array([True, True, False, True, True, False])[None, :]

@@ -20,7 +20,7 @@ def _pool_geometry(kernel_size, stride, padding, where):
 
 
 def _windows(x, g):
-    """Windows of x padded with -inf: (N, C, kh*kw, oh, ow)."""
+    """Windows of x padded with -inf, in GEMM layout: (C, kh*kw, N, oh, ow)."""
     xp = active().xp
     n, c, h, w = x.shape
     if g.pt or g.pl:
@@ -28,8 +28,8 @@ def _windows(x, g):
         x_pad[:, :, g.pt:g.pt + h, g.pl:g.pl + w] = x
     else:
         x_pad = x
-    cols = active().kernels.im2col(x_pad, g.kh, g.kw, g.sh, g.sw, 0, 0, 0, 0, 1, 1)
-    return cols.reshape(n, c, g.kh * g.kw, cols.shape[4], cols.shape[5])
+    cols = active().kernels.im2col_kn(x_pad, g.kh, g.kw, g.sh, g.sw, 0, 0, 0, 0, 1, 1)
+    return cols.reshape(c, g.kh * g.kw, n, cols.shape[4], cols.shape[5])
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False):
@@ -55,11 +55,15 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False):
     check_input(x, where=where, ndim=4, shape_text="(N, C, H, W)")
     g = _pool_geometry(kernel_size, stride, padding, where)
     check_fits(g, x.shape[2], x.shape[3], where)
-    windows = _windows(x, g)
-    argmax = windows.argmax(axis=2)                 # first maximum on ties
+    windows = _windows(x, g)                        # (C, kh*kw, N, oh, ow)
+    argmax = windows.argmax(axis=1)                 # first maximum on ties
     xp = active().xp
-    y = xp.take_along_axis(windows, argmax[:, :, None], axis=2)[:, :, 0]
-    return (y, argmax) if return_indices else y
+    y = xp.take_along_axis(windows, argmax[:, None], axis=1)[:, 0]
+    # (C, N, oh, ow) -> (N, C, oh, ow)
+    y = xp.ascontiguousarray(y.transpose(1, 0, 2, 3))
+    if not return_indices:
+        return y
+    return y, xp.ascontiguousarray(argmax.transpose(1, 0, 2, 3))
 
 
 def max_pool2d_backward(dy, x, argmax, kernel_size, stride=None, padding=0):
@@ -83,10 +87,12 @@ def max_pool2d_backward(dy, x, argmax, kernel_size, stride=None, padding=0):
     if tuple(dy.shape) != (n, c, oh, ow):
         raise ShapeError(f"{where}: expected dy of shape {(n, c, oh, ow)}, got "
                          f"{tuple(dy.shape)}.")
-    cols = xp.zeros((n, c, g.kh * g.kw, oh, ow), dtype=dy.dtype)
-    xp.put_along_axis(cols, argmax[:, :, None], dy[:, :, None], axis=2)
-    cols = cols.reshape(n, c, g.kh, g.kw, oh, ow)
-    return active().kernels.col2im(cols, h, w, g.sh, g.sw, g.pt, g.pb, g.pl, g.pr, 1, 1)
+    # Columns in GEMM layout (C, kh*kw, N, oh, ow): dy at the argmax tap, 0 elsewhere.
+    cols = xp.zeros((c, g.kh * g.kw, n, oh, ow), dtype=dy.dtype)
+    xp.put_along_axis(cols, argmax.transpose(1, 0, 2, 3)[:, None],
+                      dy.transpose(1, 0, 2, 3)[:, None], axis=1)
+    cols = cols.reshape(c, g.kh, g.kw, n, oh, ow)
+    return active().kernels.col2im_kn(cols, h, w, g.sh, g.sw, g.pt, g.pb, g.pl, g.pr, 1, 1)
 
 
 def upsample(x, scale_factor=2):

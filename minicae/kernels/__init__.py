@@ -2,21 +2,21 @@
 
 Every kernel set provides
 
-``im2col(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w) -> cols``
-    ``x`` of shape (N, C, H, W) to ``cols`` of shape (N, C, kh, kw, oh, ow)
-    with ``cols[n, c, i, j, p, q] = x_pad[n, c, p*sh + i*dil_h, q*sw + j*dil_w]``
+``im2col_kn(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None) -> cols``
+    ``x`` of shape (N, C, H, W) to ``cols`` in GEMM layout (C, kh, kw, N, oh, ow)
+    with ``cols[c, i, j, n, p, q] = x_pad[n, c, p*sh + i*dil_h, q*sw + j*dil_w]``
     where ``x_pad`` is ``x`` zero-padded by (pt, pb) rows and (pl, pr)
-    columns and ``oh = (H + pt + pb - dil_h*(kh-1) - 1) // sh + 1``.
+    columns and ``oh = (H + pt + pb - dil_h*(kh-1) - 1) // sh + 1``. Reshaped
+    to (C*kh*kw, N*oh*ow) it is the operand of one matrix product for a whole
+    batch; max-pooling reshapes it to (C, kh*kw, N, oh, ow) windows.
 
-``col2im(cols, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w) -> x``
-    the adjoint of ``im2col``: every column entry is added back to the input
-    pixel it was read from, padding is dropped; ``x`` has shape (N, C, h, w).
+``col2im_kn(cols, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None) -> x``
+    the adjoint of ``im2col_kn``: every column entry is added back to the
+    input pixel it was read from, padding is dropped; ``x`` has shape
+    (N, C, h, w).
 
-``im2col_kn(x, ..., out=None)`` / ``col2im_kn(cols, h, w, ..., out=None)``
-    the same pair with the columns in GEMM layout (C, kh, kw, N, oh, ow), so
-    that ``cols.reshape(C*kh*kw, N*oh*ow)`` is the operand of one matrix
-    product for a whole batch; ``out`` is an optional contiguous work buffer
-    (of the result's size) filled instead of allocating.
+Both take ``out``, an optional contiguous work buffer (of the result's size)
+filled instead of allocating.
 
 ``conv_direct(x, W, b, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out)``,
 ``conv_direct_adjoint(dy, W, h, w, ...)``, ``conv_direct_wgrad(dy, x, kh, kw, ...)``
@@ -42,8 +42,6 @@ __all__ = ["KernelSet", "load_kernels"]
 
 class KernelSet(NamedTuple):
     name: str
-    im2col: object
-    col2im: object
     im2col_kn: object
     col2im_kn: object
     chunk_bytes: int = 0     # columns per chunk that suit the caches; 0: whole batches
@@ -58,7 +56,7 @@ _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
 def load_kernels(name: str) -> KernelSet:
     """Import the kernel module of backend ``name`` (lazily) and return its set."""
     module = importlib.import_module(_MODULES[name], __name__)
-    return KernelSet(name, module.im2col, module.col2im, module.im2col_kn,
-                     module.col2im_kn, getattr(module, "CHUNK_BYTES", 0),
+    return KernelSet(name, module.im2col_kn, module.col2im_kn,
+                     getattr(module, "CHUNK_BYTES", 0),
                      *(getattr(module, f, None) for f in
                        ("conv_direct", "conv_direct_adjoint", "conv_direct_wgrad")))

@@ -1,11 +1,11 @@
-"""im2col / col2im in plain NumPy: stride tricks, loops over kernel taps only."""
+"""im2col_kn / col2im_kn in plain NumPy: stride tricks, loops over kernel taps only."""
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-__all__ = ["im2col", "col2im", "im2col_kn", "col2im_kn"]
+__all__ = ["im2col_kn", "col2im_kn"]
 
 # Columns are built and consumed 4 MiB at a time (functional/conv.py chunks
 # the batch): smaller chunks measured no faster here, since the strided copy
@@ -15,40 +15,6 @@ CHUNK_BYTES = 4 * 2**20
 
 def _out_size(size, k, s, p0, p1, dil):
     return (size + p0 + p1 - dil * (k - 1) - 1) // s + 1
-
-
-def im2col(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w):
-    n, c, h, w = x.shape
-    oh = _out_size(h, kh, sh, pt, pb, dil_h)
-    ow = _out_size(w, kw, sw, pl, pr, dil_w)
-    if pt or pb or pl or pr:
-        x_pad = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=x.dtype)
-        x_pad[:, :, pt:pt + h, pl:pl + w] = x
-    else:
-        x_pad = np.ascontiguousarray(x)
-    s_n, s_c, s_h, s_w = x_pad.strides
-    # A read-only strided view: window (i, j) at output (p, q) starts at
-    # row p*sh + i*dil_h, column q*sw + j*dil_w; one copy makes the columns.
-    view = as_strided(x_pad, shape=(n, c, kh, kw, oh, ow),
-                      strides=(s_n, s_c, dil_h * s_h, dil_w * s_w, sh * s_h, sw * s_w),
-                      writeable=False)
-    return np.ascontiguousarray(view)
-
-
-def col2im(cols, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w):
-    n, c, kh, kw, oh, ow = cols.shape
-    # Tall enough for every window even when the stride skips the last rows.
-    hp = max(h + pt + pb, (oh - 1) * sh + (kh - 1) * dil_h + 1)
-    wp = max(w + pl + pr, (ow - 1) * sw + (kw - 1) * dil_w + 1)
-    x_pad = np.zeros((n, c, hp, wp), dtype=cols.dtype)
-    for i in range(kh):
-        r0 = i * dil_h
-        for j in range(kw):
-            c0 = j * dil_w
-            # x_pad[p*sh + i*dil_h, q*sw + j*dil_w] += cols[i, j, p, q]
-            x_pad[:, :, r0:r0 + sh * (oh - 1) + 1:sh, c0:c0 + sw * (ow - 1) + 1:sw] += \
-                cols[:, :, i, j]
-    return np.ascontiguousarray(x_pad[:, :, pt:pt + h, pl:pl + w])
 
 
 def _fill(out, shape, dtype):
