@@ -523,16 +523,9 @@ def conv2d_backward(dy, x, weight, *, stride=1, padding=0, dilation=1, groups=1,
     Derivation: docs/maths.md#convolution-backward; checked by
     tests/test_functional_conv.py::test_conv2d_grad.
     """
-    where = "conv2d_backward"
-    check_input(weight, where=where, name="weight", ndim=4,
-                shape_text="(C_out, C_in/groups, kh, kw)")
-    g = conv_geometry(weight.shape[2:], stride, padding, dilation, groups, where=where)
-    c_out = _check_conv_args(x, weight, None, g, where, transposed=False)
-    check_fits(g, x.shape[2], x.shape[3], where)
-    oh, ow = g.output_hw(x.shape[2], x.shape[3])
-    _check_grad(dy, (x.shape[0], c_out, oh, ow), where, x)
-    # dx = col2im(Wᵀ · dY), dW = Σ_n dY_n · cols(x_n)ᵀ, db = Σ dY
-    return _conv_backward(dy, x, weight, g, weight.shape, need_dx=need_dx)
+    # the same checks and maths as the kept-columns variant, with no kept columns
+    return _conv2d_backward_kept(dy, x, weight, None, stride=stride, padding=padding,
+                                 dilation=dilation, groups=groups, need_dx=need_dx)
 
 
 def _transposed_geometry(x, weight, stride, padding, output_padding, dilation,
