@@ -69,3 +69,23 @@ def test_bench_rejects_unknown_case():
     with pytest.raises(ValueError, match="unknown cases"):
         bench.run_bench(cli.build_parser().parse_args(
             ["bench", "--quick", "--keep-env", "--cases", "nope"]))
+
+
+def test_bench_sides_run_in_one_allocator_regime(tmp_path, monkeypatch):
+    """Every side's process gets glibc's fixed malloc thresholds (a value the user set
+    wins), and the environment record shows what the sides ran with."""
+    from minicae.bench import harness
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
+    env = harness.thread_env(3)
+    assert env["MALLOC_MMAP_THRESHOLD_"] == harness.ALLOCATOR_VARS["MALLOC_MMAP_THRESHOLD_"]
+    assert env["MALLOC_TRIM_THRESHOLD_"] == "12345"
+    assert env["NUMBA_NUM_THREADS"] == "3"
+    path = tmp_path / "bench.json"
+    code = cli.main(["bench", "--quick", "--keep-env", "--backends", "numpy",
+                     "--cases", "sgemm", "--repeats", "1", "--json", str(path)])
+    assert code == 0
+    recorded = json.loads(path.read_text())["environment"]["env"]
+    assert recorded["MALLOC_MMAP_THRESHOLD_"] == str(16 * 2**20)
+    assert recorded["MALLOC_TRIM_THRESHOLD_"] == "12345"

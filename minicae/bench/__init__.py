@@ -18,7 +18,11 @@ Method (what a benchmark table needs to be honest):
 * the environment: CPU, cores, threads, BLAS library and kernel
   (threadpoolctl), versions, and the BLAS variables OPENBLAS_CORETYPE /
   OPENBLAS_L2_SIZE (the bench re-executes itself without them, once, and
-  records what it removed).
+  records what it removed);
+* one allocator regime for every side: each side's process starts with
+  glibc's ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` fixed
+  (``harness.ALLOCATOR_VARS``), so that no row depends on which cases ran
+  before it in the same process (recorded with the environment).
 """
 
 from __future__ import annotations
@@ -184,7 +188,7 @@ def run_bench(args, *, out=None, progress=None):
     _add_ratios(rows)
     limiter = _set_threads(threads, sides)         # so the BLAS report shows the limit
     try:
-        env = environment(threads, sides)
+        env = environment(threads, sides, children=not args.in_process)
     finally:
         if limiter is not None:
             limiter.restore_original_limits()

@@ -19,11 +19,21 @@ from .. import backend as backend_mod
 from . import cases
 
 __all__ = ["time_work", "environment", "run_cases", "run_scaling", "DEFAULT_CASES",
-           "BLAS_VARS", "thread_env"]
+           "BLAS_VARS", "ALLOCATOR_VARS", "thread_env"]
 
 DEFAULT_CASES = (list(cases.CONV_CASES) + list(cases.TRAIN_CASES) + ["sgemm", "rss_cae"])
 BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 _REEXEC = "MINICAE_BENCH_UNSET"
+# glibc malloc's regime, fixed for every side's process. By default glibc
+# raises its mmap threshold each time a large mmapped block is freed, and trims
+# the heap back to the system above twice that: how many fresh (faulted-in,
+# zeroed) pages a step gets then depends on which cases ran earlier in the same
+# process. Measured (2 threads, each case alone vs after the conv rows): torch's
+# strided CAE step 9.0-9.5 vs 6.0-6.2 ms, numba's 10.0-10.1 vs 8.3-8.5 (~1000
+# page faults a step vs none). With these values both sides get no faults from
+# the first step on, whatever the order (benchmarks/README.md, round 6).
+ALLOCATOR_VARS = {"MALLOC_MMAP_THRESHOLD_": str(16 * 2**20),
+                  "MALLOC_TRIM_THRESHOLD_": str(32 * 2**20)}
 SCALING_BATCHES = (16, 32, 64, 128, 256, 512)
 SCALING_SIZES = (28, 32, 48, 64, 96, 128)
 
@@ -108,8 +118,9 @@ def _version(dist):
         return None
 
 
-def environment(threads, sides):
-    """The facts a reader needs to interpret the timings."""
+def environment(threads, sides, children=False):
+    """The facts a reader needs to interpret the timings (``children``: the sides
+    were measured in processes started with :func:`thread_env`)."""
     import numpy
 
     unset = json.loads(os.environ.get(_REEXEC, "{}"))
@@ -119,8 +130,11 @@ def environment(threads, sides):
             env_vars[var] = f"unset for this run (was {unset[var]!r})"
         else:
             env_vars[var] = os.environ.get(var, "unset")
-    for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS"):
-        env_vars[var] = os.environ.get(var, "unset")
+    # the sides' own processes ran with thread_env's variables, not this one's
+    ran = thread_env(threads) if children else os.environ
+    for var in (*ALLOCATOR_VARS, "OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
+                "MKL_NUM_THREADS"):
+        env_vars[var] = ran.get(var, "unset")
     out = {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": threads,
            "python": platform.python_version(), "platform": platform.platform(),
            "numpy": numpy.__version__, "numba": _version("numba"),
@@ -226,8 +240,13 @@ print(json.dumps({"maxrss_kib": after, "maxrss_after_first_step_kib": before}))
 
 
 def thread_env(threads):
-    """The environment of a child process of the bench: Numba's pool sized too."""
-    return dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+    """The environment of a child process of the bench: Numba's pool sized, and
+    glibc's allocator in the fixed regime of ``ALLOCATOR_VARS`` (a value the
+    user set is kept; the environment record shows what ran)."""
+    env = dict(ALLOCATOR_VARS)
+    env.update(os.environ)
+    env["NUMBA_NUM_THREADS"] = str(threads)
+    return env
 
 
 def _rss_row(side, *, quick, threads, steps=20):
