@@ -21,7 +21,11 @@ def _all_ops(rng, *, groups):
     kt = dict(stride=2, padding=1, output_padding=1, groups=groups)
     yt = F.conv_transpose2d(x, wt, rng.standard_normal(6), **kt)
     gt = F.conv_transpose2d_backward(rng.standard_normal(yt.shape), x, wt, **kt)
-    return [y, *grads, yt, *gt]
+    # one output channel at stride 1: the numba set's direct kernels, per image group
+    w1 = rng.standard_normal((1, 4, 3, 3))
+    y1 = F.conv2d(x, w1, rng.standard_normal(1), padding=1)
+    g1 = F.conv2d_backward(rng.standard_normal(y1.shape), x, w1, padding=1)
+    return [y, *grads, yt, *gt, y1, *g1]
 
 
 @pytest.fixture

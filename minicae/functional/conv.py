@@ -290,6 +290,17 @@ def _direct_kernels(weight, g: ConvGeometry):
     return kernels
 
 
+def _direct_groups(n, per_image):
+    """The images of a direct convolution: one group per thread when
+    :func:`_chunk_groups` would use threads for the columns this call does
+    without, each group one chunk (the kernels keep no columns), else one group.
+    Two threads, numba, the 'full' CAE step (its 16->1 decoder is direct):
+    10.2 -> 7.65 ms (benchmarks/README.md, round 6).
+    """
+    groups, hold = _chunk_groups(n, per_image)
+    return [[slice(g[0].start, g[-1].stop)] for g in groups], hold
+
+
 def _kept_part(keep, part, per_image, itemsize):
     """The slice of a kept-columns buffer (flat) that holds chunk ``part``."""
     if keep is None:
@@ -308,10 +319,15 @@ def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None):
     n, c_in = x.shape[:2]
     y = xp.empty((n, weight.shape[0], oh, ow), dtype=x.dtype)
     direct = _direct_kernels(weight, g)
-    if direct is not None:                   # y = W ⋆ x + b, without columns
-        return direct.conv_direct(x, weight, bias, *g.kernel_args(), out=y)
-    w_mat = _w_mat(weight, g.groups)                             # (g, c_out/g, K)
     per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
+    if direct is not None:                   # y = W ⋆ x + b, without columns
+        def direct_body(parts):
+            for part in parts:
+                direct.conv_direct(x[part], weight, bias, *g.kernel_args(), out=y[part])
+
+        run_groups(direct_body, *_direct_groups(n, per_image))
+        return y
+    w_mat = _w_mat(weight, g.groups)                             # (g, c_out/g, K)
 
     def body(parts):
         for part in parts:
@@ -349,16 +365,28 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None):
     n, c_out, oh, ow = dy.shape
     c_in = x.shape[1]
     direct = _direct_kernels(weight, g)
+    per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
+    dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     if direct is not None:
         args = g.kernel_args()
-        # dx = W ⋆ᵀ dY, dW = Σ dY · windows of x, db = Σ dY: without columns
-        dx = (direct.conv_direct_adjoint(dy, weight, x.shape[2], x.shape[3], *args)
-              if need_dx else None)
-        dweight = direct.conv_direct_wgrad(dy, x, g.kh, g.kw, *args)
-        return dx, dweight.reshape(weight_shape), dy.sum(axis=(0, 2, 3))
-    dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
+
+        def direct_body(parts):
+            # dx = W ⋆ᵀ dY, dW = Σ dY · windows of x, db = Σ dY: without columns
+            dweight = dbias = None
+            for part in parts:
+                if need_dx:
+                    dx[part] = direct.conv_direct_adjoint(dy[part], weight, x.shape[2],
+                                                          x.shape[3], *args)
+                dw = direct.conv_direct_wgrad(dy[part], x[part], g.kh, g.kw, *args)
+                db = dy[part].sum(axis=(0, 2, 3))
+                dweight = dw if dweight is None else dweight + dw
+                dbias = db if dbias is None else dbias + db
+            return dweight, dbias
+
+        dweight, dbias = _sum_partials(run_groups(direct_body,
+                                                  *_direct_groups(n, per_image)))
+        return dx, dweight.reshape(weight_shape), dbias
     w_mat = _w_mat(weight, g.groups) if need_dx else None
-    per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
     small_k = _small_k(weight.reshape(g.groups, c_out // g.groups, -1))
 
     def body(parts):
