@@ -90,8 +90,10 @@ def _build_model(args, images):
 
 def _cmd_train(args):
     from . import checkpoint, plots
-    from .backend import set_backend
+    from .backend import keep_freed_memory, set_backend
     from .train import TrainingInterrupted, fit
+
+    keep_freed_memory()          # no page faults for the arrays each step re-allocates
 
     out = args.out
     ckpt_path = os.path.join(out, "checkpoint.npz")
@@ -267,7 +269,10 @@ def build_parser():
 
 
 def _cmd_segment(args):
+    from .backend import keep_freed_memory
     from .segment.pipeline import format_table, run_segment
+
+    keep_freed_memory()
 
     results, pictures = run_segment(args, log=lambda msg: print(f"  {msg}", file=sys.stderr,
                                                                 flush=True))

@@ -158,3 +158,46 @@ def test_python_m_minicae_info_prints_the_backends():
     assert "minicae backends (default:" in done.stdout
     for name in ("numpy", "numba", "cupy"):
         assert f"  {name}" in done.stdout, done.stdout
+
+
+_FAULTS_CHILD = """
+import resource, sys
+import numpy as np
+from minicae.backend import keep_freed_memory
+applied = keep_freed_memory()
+def step():
+    arrays = [np.empty(2**18, np.float32) for _ in range(8)]   # 1 MiB each, touched
+    for a in arrays:
+        a.fill(1.0)
+for _ in range(5):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    step()
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux")
+def test_keep_freed_memory_stops_the_page_faults_of_repeated_steps():
+    """Arrays freed and re-allocated every step fault their pages in again under glibc's
+    defaults; after keep_freed_memory() they are reused (MINICAE_MALLOC=system opts out)."""
+    def run(**env):
+        done = subprocess.run([sys.executable, "-c", _FAULTS_CHILD], capture_output=True,
+                              text=True, check=True, env={**os.environ, **env})
+        applied, faults = done.stdout.split()
+        return applied, int(faults)
+
+    applied, kept = run()
+    assert applied == "True"
+    default_applied, default = run(MINICAE_MALLOC="system")
+    assert default_applied == "False"
+    assert default >= 20 * 8 * 100, f"expected the default to fault, got {default}"
+    assert kept < default / 20, f"kept {kept} vs default {default} page faults"
+
+
+def test_keep_freed_memory_rejects_bad_thresholds():
+    with pytest.raises(ValueError, match="mmap_threshold"):
+        backend_mod.keep_freed_memory(mmap_threshold=0)
+    with pytest.raises(TypeError, match="trim_threshold"):
+        backend_mod.keep_freed_memory(trim_threshold="big")
