@@ -67,3 +67,24 @@ def test_serial_without_blas_control(monkeypatch):
     monkeypatch.setitem(_parallel._STATE, "blas", ())      # as without threadpoolctl
     assert _parallel.thread_groups(64, 2**30) == (1, False)
     assert _parallel.run_groups(lambda g: sum(g), [[1, 2], [3]], False) == [3, 3]
+
+
+def test_run_groups_orders_results_and_raises_a_group_error(two_blas_threads):
+    """Results come back in group order; an error in any group (the caller's or a
+    worker's) is raised after all groups finished, BLAS is restored, and the next
+    call runs normally."""
+    assert _parallel.run_groups(lambda g: [x * 2 for x in g], [[1], [2, 3], [4]]) == [
+        [2], [4, 6], [8]]
+
+    def body(group):
+        if group == ["bad"]:
+            raise ValueError("group failed")
+        return group
+
+    for groups in ([["ok"], ["bad"]], [["bad"], ["ok"]]):
+        with pytest.raises(ValueError, match="group failed"):
+            _parallel.run_groups(body, groups)
+        blas = [p["num_threads"] for p in threadpoolctl.threadpool_info()
+                if p["user_api"] == "blas"]
+        assert all(k == 2 for k in blas), f"BLAS threads not restored: {blas}"
+    assert _parallel.run_groups(body, [["a"], ["b"]]) == [["a"], ["b"]]
