@@ -69,13 +69,19 @@ LAYERS = {
         nn.Linear(12, 4, rng=8), nn.LeakyReLU(0.1), nn.Reshape(1, 2, 2),
         nn.Upsample(2), nn.ConvTranspose2d(1, 2, 2, stride=2, rng=9), nn.Sigmoid()),
         (2, 2, 4, 4)),
+    # every Conv2d/ConvTranspose2d here applies the ReLU after it (Sequential fuses
+    # them; the last conv, one output channel at stride 1, is numba's direct kernel)
+    "Sequential-fused-relu": (lambda: nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1, rng=10), nn.ReLU(),
+        nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1, rng=11),
+        nn.ReLU(), nn.Conv2d(2, 1, 3, padding=1, rng=12), nn.ReLU()), (2, 2, 3, 4)),
 }
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_layer_gradients(backend, name):
     make, shape = LAYERS[name]
-    tol, eps = (TOL_COMPOSITE, 1e-5) if name == "Sequential" else (TOL, 1e-6)
+    tol, eps = (TOL_COMPOSITE, 1e-5) if name.startswith("Sequential") else (TOL, 1e-6)
     _assert_gradcheck(make(), _x(shape, distinct=True), f"{name} on {backend.name}", tol,
                       eps)
 
@@ -93,6 +99,75 @@ def test_conv_transpose2d_layer_gradients(backend, cfg):
                                cfg.output_padding, cfg.dilation, cfg.groups, cfg.bias,
                                rng=cfg.seed, dtype=np.float64)
     _assert_gradcheck(layer, cfg.arrays()[0], f"{backend.name} {cfg}")
+
+
+def _fusable_model(seed, *, direct=True):
+    rng = np.random.default_rng(seed)
+    layers = [nn.Conv2d(2, 4, 3, stride=2, padding=1, rng=rng), nn.ReLU(),
+              nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1, rng=rng),
+              nn.ReLU()]
+    if direct:
+        layers += [nn.Conv2d(3, 1, 3, padding=1, rng=rng), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def _run(model, x, dy, *, fused):
+    """Output, dx and parameter gradients of a forward and backward through ``model``,
+    with the Sequential's ReLU fusion, or layer by layer without it."""
+    model.zero_grad()
+    if fused:
+        y = model(x)
+        dx = model.backward(dy)
+    else:
+        outs = [x]
+        for layer in model.layers:
+            outs.append(layer(outs[-1]))
+        y, d = outs[-1], dy
+        for layer in reversed(model.layers):
+            d = layer.backward(d)
+        dx = d
+    return [to_numpy(a).copy() for a in (y, dx, *(p.grad for p in model.parameters()))]
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_fused_relu_gives_the_unfused_values(backend, monkeypatch, threads):
+    """A Conv2d/ConvTranspose2d followed by a ReLU runs as one layer in a Sequential
+    (max(·, 0) per chunk in the forward, dy masked per chunk in the backward): the
+    output and every gradient are the same numbers as the two layers run apart."""
+    from minicae.functional import _parallel
+
+    if threads:
+        monkeypatch.setattr(_parallel, "MIN_BYTES", 0)
+        F.set_workspace_limit(4096)          # several chunks, on two threads
+    try:
+        rng = np.random.default_rng(0)
+        x = to_device(rng.standard_normal((5, 2, 9, 8)).astype(np.float32))
+        model = _fusable_model(1)
+        y = model(x)
+        assert model._fused == {0, 2, 4}, model._fused
+        dy = to_device(rng.standard_normal(y.shape).astype(np.float32))
+        fused = _run(model, x, dy, fused=True)
+        unfused = _run(model, x, dy, fused=False)
+    finally:
+        F.set_workspace_limit(256 * 2**20)
+    for i, (a, b) in enumerate(zip(fused, unfused)):
+        assert_array_equal(a, b, err_msg=f"output {i} on {backend.name}")
+    assert (fused[0] >= 0).all() and (fused[0] == 0).any()
+
+
+def test_no_fusion_where_a_penalty_must_see_the_output(numpy_backend):
+    """A penalty on the conv (it must see the pre-ReLU output) or on the ReLU keeps the
+    pair apart; other pairs still fuse."""
+    from minicae.nn.penalties import L1Activity
+
+    model = _fusable_model(2, direct=False)
+    model.layers[0].attach(L1Activity(1e-3))
+    model(np.ones((1, 2, 6, 6), np.float32))
+    assert model._fused == {2}
+    model = _fusable_model(2, direct=False)
+    model.layers[3].attach(L1Activity(1e-3))
+    model(np.ones((1, 2, 6, 6), np.float32))
+    assert model._fused == {0}
 
 
 def test_check_layer_catches_a_wrong_backward(backend):

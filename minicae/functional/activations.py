@@ -53,12 +53,15 @@ def relu_grad2(a):
     return active().xp.zeros_like(a)
 
 
-def relu_backward(dy, x):
-    """dL/dx = dL/dy ⊙ [x > 0]."""
+def relu_backward(dy, x, out=None):
+    """dL/dx = dL/dy ⊙ [x > 0] (into ``out`` when given, contiguous like x)."""
     kernels = _numba_relu(dy, x)
     if kernels is None:
-        return dy * (x > 0)
-    out = numpy.empty_like(x)
+        if out is None:
+            return dy * (x > 0)
+        return active().xp.multiply(dy, x > 0, out=out)
+    if out is None:
+        out = numpy.empty_like(x)
     kernels.relu_backward_span(dy.reshape(-1), x.reshape(-1), out.reshape(-1), 0, x.size)
     return out
 

@@ -19,7 +19,7 @@ construction, not by a second copy of the index maths.
 The columns are kept in GEMM layout (C_in, kh, kw, n, oh, ow): reshaped to
 (K, n*P) they are one operand, so a whole chunk of images is one matrix
 product per group; outputs and gradients are transposed to (C, n*P) and back
-around it (``_to_kn`` / ``_from_kn``), which costs K times less than the
+around it (``_gemm._to_kn`` / ``_from_kn``), which costs K times less than the
 columns. Intermediates live in reused per-thread work buffers.
 
 The columns of a batch are built in chunks of images so that they never take
@@ -33,11 +33,11 @@ threads in chunk order.
 
 from __future__ import annotations
 
-import threading
-
 from .._validation import as_pair, check_positive_int
 from ..errors import ShapeError
 from ._common import active, check_input, check_same_dtype
+from ._gemm import (_chunk_dy, _matmul, _matmul_nt, _product_nchw,
+                    _relu_inplace, _small_k, _to_kn, _wgrad_per_image, _work)
 from ._parallel import run_groups, thread_groups
 from ._geometry import (ConvGeometry, check_fits, conv_geometry,
                         conv_transpose_output_size)
@@ -109,79 +109,6 @@ def _sum_partials(results):
     return dweight, dbias
 
 
-_WORK = threading.local()
-
-
-def _work(slot, shape, dtype):
-    """A reused contiguous buffer of ``shape`` for one intermediate ``slot``.
-
-    Refilling a buffer kept from the previous call is measured ~3x cheaper
-    than a fresh large allocation (fresh pages fault in and are zeroed).
-    Buffers only ever hold intermediates (columns, transposed gradients,
-    products) and are never returned; one set per thread. They stay bounded by
-    the workspace limit: a batch whose columns exceed it is chunked.
-    """
-    xp = active().xp
-    size = 1
-    for d in shape:
-        size *= d
-    bufs = _WORK.__dict__.setdefault("bufs", {})
-    key = (slot, xp.__name__, xp.dtype(dtype).str)
-    buf = bufs.get(key)
-    if buf is None or buf.size < size:
-        bufs[key] = buf = xp.empty(max(size, 1), dtype=dtype)
-    return buf[:size].reshape(shape)
-
-
-def _matmul(a, b, out):
-    """out = a · b per group; a plain 2-D GEMM when there is one group."""
-    xp = active().xp
-    if a.shape[2] == 1:
-        # an outer product (one channel on the summed side): a broadcast multiply
-        # measured 7x faster than BLAS' GEMM path (0.26 vs 1.91 ms, 144 x 12544)
-        xp.multiply(a, b, out=out)
-    elif a.shape[0] == 1:
-        xp.matmul(a[0], b[0], out=out[0])
-    else:
-        xp.matmul(a, b, out=out)
-    return out
-
-
-def _matmul_nt(a, b):
-    """a · bᵀ per group, computed as (b · aᵀ)ᵀ (transposes are views: BLAS reads them
-    transposed, nothing is copied).
-
-    a has the fewer rows (the channels, against K = C·kh·kw): OpenBLAS runs
-    the product with the few columns faster, one thread, per chunk: 32x1078 ·
-    (144x1078)ᵀ 77 -> 111 GFLOP/s, 16 x 4096 by 144: 51 -> 83, 64 x 2048 by
-    576: 106 -> 133 (benchmarks/README.md, round 4).
-    """
-    xp = active().xp
-    if a.shape[0] == 1:
-        return xp.matmul(b[0], a[0].T).T[None]
-    return xp.matmul(b, a.transpose(0, 2, 1)).transpose(0, 2, 1)
-
-
-def _small_k(mat):
-    """Whether dW comes from :func:`_wgrad_per_image`: ``mat`` (groups, rows, K)
-    has one group and K < 32, on the CPU."""
-    return mat.shape[0] == 1 and mat.shape[2] < 32 and active().kernels.name != "cupy"
-
-
-def _wgrad_per_image(a, cols):
-    """dW (1, C, K) = Σ_n a[n] · cols_nᵀ from ``a`` (m, C, ...) in NCHW, no GEMM layout.
-
-    For K < 32 one batched product of the images and a sum beat the copy of
-    ``a`` to (C, m·P) plus one long GEMM: K = 9, 16 channels 14², 64 images
-    0.153 -> 0.041 ms; with K = 144 it lost (0.31 -> 0.49; benchmarks/README.md,
-    round 5).
-    """
-    m, c = a.shape[:2]
-    k, p = cols.shape[1], cols.shape[2] // m
-    per = active().xp.matmul(a.reshape(m, c, p), cols[0].reshape(k, m, p).transpose(1, 2, 0))
-    return per.sum(axis=0)[None]
-
-
 def _columns(x, g: ConvGeometry, oh, ow, out=None):
     """im2col(x) in GEMM layout (groups, K, m*oh*ow), in ``out`` or the 'cols' buffer."""
     m, c = x.shape[:2]
@@ -196,39 +123,6 @@ def _columns(x, g: ConvGeometry, oh, ow, out=None):
     return cols.reshape(g.groups, -1, m * oh * ow)
 
 
-def _to_kn(y, groups):
-    """(m, C, oh, ow) -> (groups, C/groups, m*oh*ow): the GEMM layout of an output."""
-    m, c = y.shape[:2]
-    kn = _work("kn", (c, m, y.shape[2] * y.shape[3]), y.dtype)
-    kn[...] = y.reshape(m, c, -1).transpose(1, 0, 2)
-    return kn.reshape(groups, c // groups, -1)
-
-
-def _layout_kernels(prod, y, bias):
-    """The numba kernels' NCHW copy-back when they suit prod and y, else None
-    (NumPy's strided copy of the transposed view)."""
-    if (active().kernels.name != "numba" or prod.dtype != y.dtype
-            or (bias is not None and bias.dtype != y.dtype)
-            or not (prod.flags.c_contiguous and y.flags.c_contiguous)):
-        return None
-    from ..kernels import _numba
-    return _numba
-
-
-def _from_kn(prod, y, bias):
-    """y[n, o] = prod[o, n] (+ b[o]): back from GEMM layout to NCHW."""
-    m, c, oh, ow = y.shape
-    layout = _layout_kernels(prod, y, bias)
-    if layout is not None:
-        layout.kn_to_nchw(prod.reshape(c, -1), y, bias)
-        return
-    view = prod.reshape(c, m, oh, ow).transpose(1, 0, 2, 3)
-    if bias is None:
-        y[...] = view
-    else:
-        active().xp.add(view, bias.reshape(1, -1, 1, 1), out=y)
-
-
 def _w_mat(weight, groups):
     """The weight as (groups, C_out/groups, K) matrices."""
     return weight.reshape(groups, weight.shape[0] // groups, -1)
@@ -238,28 +132,6 @@ def _forward_part(x, w_mat, g, y, bias, keep=None):
     """y = W · im2col(x) (+ b), per group, for one chunk of images."""
     cols = _columns(x, g, y.shape[2], y.shape[3], out=keep)     # (g, K, m*P)
     _product_nchw(w_mat, cols, y, bias)                          # y = W · cols (+ b)
-
-
-def _product_nchw(w_mat, cols, y, bias):
-    """y (m, C_out, oh, ow) = W · cols (+ b) per group, from the GEMM layout."""
-    m, c_out, oh, ow = y.shape
-    if w_mat.shape[0] == 1 and cols.shape[1] >= 32 and active().kernels.name != "cupy":
-        # Yᵀ = colsᵀ · Wᵀ: OpenBLAS runs the few-row product faster this way
-        # round (32x144 by 144x1078: 119 -> 136 GFLOP/s; 2 threads, fwd 16->16
-        # 28² 3.5 -> 3.0 ms, 16->32 14² s2 1.00 -> 0.93), and the result comes
-        # back per image as (P, C_out). With K = 9 (1->16) it lost: 0.58 -> 0.65
-        # (benchmarks/README.md, round 4).
-        prod = active().xp.matmul(cols[0].T, w_mat[0].T,
-                                  out=_work("gemm", (m * oh * ow, c_out), y.dtype))
-        view = prod.reshape(m, oh, ow, c_out).transpose(0, 3, 1, 2)
-        if bias is None:
-            y[...] = view
-        else:
-            active().xp.add(view, bias.reshape(1, -1, 1, 1), out=y)
-        return
-    prod = _matmul(w_mat, cols, _work("gemm", (w_mat.shape[0], w_mat.shape[1], m * oh * ow),
-                                      y.dtype))                  # Y = W · cols
-    _from_kn(prod, y, bias)
 
 
 def _adjoint_part(y_kn, w_mat, g, x, oh, ow):
@@ -309,11 +181,12 @@ def _kept_part(keep, part, per_image, itemsize):
     return keep[part.start * per:part.stop * per]
 
 
-def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None):
+def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None, relu=False):
     """y[n, o] = Σ_k W[o, k] · cols[n, k] (+ b[o]): one GEMM per group and chunk.
 
     ``keep``: a flat buffer of the whole batch's columns, written chunk by
     chunk for a later weight gradient (see :func:`_conv2d_keeping_columns`).
+    ``relu``: apply max(·, 0) to each chunk of y as soon as it is written.
     """
     xp = active().xp
     n, c_in = x.shape[:2]
@@ -324,6 +197,8 @@ def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None):
         def direct_body(parts):
             for part in parts:
                 direct.conv_direct(x[part], weight, bias, *g.kernel_args(), out=y[part])
+                if relu:
+                    _relu_inplace(y[part])
 
         run_groups(direct_body, *_direct_groups(n, per_image))
         return y
@@ -333,13 +208,16 @@ def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None):
         for part in parts:
             _forward_part(x[part], w_mat, g, y[part], bias,
                           _kept_part(keep, part, per_image, x.dtype.itemsize))
+            if relu:
+                _relu_inplace(y[part])
 
     run_groups(body, *_chunk_groups(n, per_image))
     return y
 
 
-def _correlate_t(y, weight, g: ConvGeometry, h, w):
-    """x[n] = col2im(Wᵀ · y[n]): the adjoint of ``_correlate``."""
+def _correlate_t(y, weight, g: ConvGeometry, h, w, bias=None, relu=False):
+    """x[n] = col2im(Wᵀ · y[n]) (+ b, then max(·, 0) if ``relu``): the adjoint of
+    ``_correlate``; the bias and the ReLU are applied per chunk, while it is in cache."""
     xp = active().xp
     n, c_out, oh, ow = y.shape
     c_in = weight.shape[1] * g.groups
@@ -349,17 +227,23 @@ def _correlate_t(y, weight, g: ConvGeometry, h, w):
     def body(parts):
         for part in parts:
             _adjoint_part(_to_kn(y[part], g.groups), w_mat, g, x[part], oh, ow)
+            if bias is not None:
+                x[part] += bias.reshape(1, -1, 1, 1)
+            if relu:
+                _relu_inplace(x[part])
 
     run_groups(body, *_chunk_groups(n, _per_image(c_in, g, oh, ow, y.dtype.itemsize)))
     return x
 
 
-def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None):
+def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_out=None):
     """(dx, dW, db) of y = conv(x, W) in one pass over the chunks.
 
     Per chunk, dY is put in GEMM layout once and serves both products:
     dx = col2im(Wᵀ · dY) and dW += dY · colsᵀ. ``kept``: the columns the
     forward kept (the same chunks), used instead of recomputing them.
+    ``relu_out``: the forward fused a ReLU and this is its output; ``dy`` is the
+    gradient w.r.t. it, masked per chunk (see :func:`_chunk_dy`).
     """
     xp = active().xp
     n, c_out, oh, ow = dy.shape
@@ -374,11 +258,12 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None):
             # dx = W ⋆ᵀ dY, dW = Σ dY · windows of x, db = Σ dY: without columns
             dweight = dbias = None
             for part in parts:
+                dyp = _chunk_dy(dy, part, relu_out)
                 if need_dx:
-                    dx[part] = direct.conv_direct_adjoint(dy[part], weight, x.shape[2],
+                    dx[part] = direct.conv_direct_adjoint(dyp, weight, x.shape[2],
                                                           x.shape[3], *args)
-                dw = direct.conv_direct_wgrad(dy[part], x[part], g.kh, g.kw, *args)
-                db = dy[part].sum(axis=(0, 2, 3))
+                dw = direct.conv_direct_wgrad(dyp, x[part], g.kh, g.kw, *args)
+                db = dyp.sum(axis=(0, 2, 3))
                 dweight = dw if dweight is None else dweight + dw
                 dbias = db if dbias is None else dbias + db
             return dweight, dbias
@@ -392,9 +277,10 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None):
     def body(parts):
         dweight = dbias = None
         for part in parts:
+            dyp = _chunk_dy(dy, part, relu_out)
             dy_kn = None
             if need_dx or not small_k:
-                dy_kn = _to_kn(dy[part], g.groups)               # (g, c_out/g, m*P)
+                dy_kn = _to_kn(dyp, g.groups)                    # (g, c_out/g, m*P)
             if need_dx:              # before the columns: its dcols share their buffer
                 _adjoint_part(dy_kn, w_mat, g, dx[part], oh, ow)
             if kept is None:
@@ -403,7 +289,7 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None):
                 cols = _kept_part(kept, part, per_image, x.dtype.itemsize).reshape(
                     g.groups, -1, (part.stop - part.start) * oh * ow)
             if dy_kn is None:
-                dw, db = _wgrad_per_image(dy[part], cols), dy[part].sum(axis=(0, 2, 3))
+                dw, db = _wgrad_per_image(dyp, cols), dyp.sum(axis=(0, 2, 3))
             else:
                 # dL/dW_g += dY_g · cols_gᵀ ; dL/db = Σ_{n,p} dY
                 dw = _matmul_nt(dy_kn, cols)
@@ -417,10 +303,11 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None):
     return dx, dweight.reshape(weight_shape), dbias
 
 
-def _conv_t_backward(dy, x, weight, g, *, need_dx):
+def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None):
     """(dx, dW, db) of y = conv_transpose(x, W), sharing im2col(dY) between dx and dW.
 
     dx = conv(dY, W) = W · cols(dY) and dW = Σ_n x[n] · cols(dY[n])ᵀ.
+    ``relu_out``: as in :func:`_conv_backward`.
     """
     xp = active().xp
     n, c_out, oh, ow = dy.shape
@@ -431,13 +318,14 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx):
     def body(parts):
         dweight = dbias = None
         for part in parts:
-            cols = _columns(dy[part], g, h, w)                   # (g, K, m*h*w)
+            dyp = _chunk_dy(dy, part, relu_out)
+            cols = _columns(dyp, g, h, w)                        # (g, K, m*h*w)
             if need_dx:
                 _product_nchw(w_mat, cols, dx[part], None)       # dx = W · cols(dY)
             # dL/dW_g += x_g · cols(dY)_gᵀ ; dL/db = Σ_{n,p} dY
             dw = (_wgrad_per_image(x[part], cols) if _small_k(w_mat)
                   else _matmul_nt(_to_kn(x[part], g.groups), cols))
-            db = dy[part].sum(axis=(0, 2, 3))
+            db = dyp.sum(axis=(0, 2, 3))
             dweight = dw if dweight is None else dweight + dw
             dbias = db if dbias is None else dbias + db
         return dweight, dbias
@@ -618,15 +506,21 @@ def conv_transpose2d(x, weight, bias=None, *, stride=1, padding=0, output_paddin
     ...                    stride=2, padding=1, output_padding=1).shape
     (1, 2, 14, 14)
     """
+    return _conv_transpose2d(x, weight, bias, stride=stride, padding=padding,
+                             output_padding=output_padding, dilation=dilation,
+                             groups=groups)
+
+
+def _conv_transpose2d(x, weight, bias=None, *, stride=1, padding=0, output_padding=0,
+                      dilation=1, groups=1, relu=False):
+    """:func:`conv_transpose2d`, with ``relu``: max(·, 0) fused into it (for a layer
+    followed by a ReLU; see nn.Sequential)."""
     where = "conv_transpose2d"
     g, op = _transposed_geometry(x, weight, stride, padding, output_padding, dilation,
                                  groups, where)
     _check_conv_args(x, weight, bias, g, where, transposed=True)
     oh, ow = _transposed_out_hw(x, g, op, where)
-    y = _correlate_t(x, weight, g, oh, ow)
-    if bias is not None:
-        y += bias.reshape(1, -1, 1, 1)
-    return y
+    return _correlate_t(x, weight, g, oh, ow, bias, relu)    # y = col2im(Wᵀ x) + b
 
 
 def conv_transpose2d_backward(dy, x, weight, *, stride=1, padding=0, output_padding=0,
@@ -646,14 +540,31 @@ def conv_transpose2d_backward(dy, x, weight, *, stride=1, padding=0, output_padd
     Derivation: docs/maths.md#transposed-convolution; checked by
     tests/test_functional_conv.py::test_conv_transpose2d_grad.
     """
+    return _conv_transpose2d_backward(dy, x, weight, stride=stride, padding=padding,
+                                      output_padding=output_padding, dilation=dilation,
+                                      groups=groups, need_dx=need_dx)
+
+
+def _conv_transpose2d_backward(dy, x, weight, *, stride=1, padding=0, output_padding=0,
+                               dilation=1, groups=1, need_dx=True, relu_out=None):
+    """:func:`conv_transpose2d_backward`; with ``relu_out`` (the output of a forward
+    with ``relu=True``), ``dy`` is the gradient w.r.t. that output."""
     where = "conv_transpose2d_backward"
     g, op = _transposed_geometry(x, weight, stride, padding, output_padding, dilation,
                                  groups, where)
     c_out = _check_conv_args(x, weight, None, g, where, transposed=True)
     oh, ow = _transposed_out_hw(x, g, op, where)
     _check_grad(dy, (x.shape[0], c_out, oh, ow), where, x)
+    _check_relu_out(relu_out, dy, where)
     # dx = conv2d(dY, W), dW = Σ_n x_n · cols(dY_n)ᵀ, db = Σ dY
-    return _conv_t_backward(dy, x, weight, g, need_dx=need_dx)
+    return _conv_t_backward(dy, x, weight, g, need_dx=need_dx, relu_out=relu_out)
+
+
+def _check_relu_out(relu_out, dy, where):
+    if relu_out is not None and (tuple(relu_out.shape) != tuple(dy.shape)
+                                 or relu_out.dtype != dy.dtype):
+        raise ShapeError(f"{where}: expected relu_out like dy {tuple(dy.shape)} "
+                         f"{dy.dtype}, got {tuple(relu_out.shape)} {relu_out.dtype}.")
 
 
 
@@ -664,13 +575,14 @@ _KEEP_MAX_BYTES = 16 * 2**20
 
 
 def _conv2d_keeping_columns(x, weight, bias=None, *, stride=1, padding=0, dilation=1,
-                            groups=1, buffer=None):
+                            groups=1, buffer=None, relu=False):
     """:func:`conv2d`, also returning im2col(x) for :func:`_conv2d_backward_kept`.
 
     For a layer in training. Returns ``(y, kept)``: ``kept`` is the whole
     batch's columns (flat, in ``buffer`` when it is large enough), or None when
     they would exceed ``_KEEP_MAX_BYTES``. ``y`` is exactly conv2d's: the
     columns are written chunk by chunk where the work buffer would have been.
+    ``relu``: max(·, 0) fused into y, chunk by chunk (see nn.Sequential).
     """
     where = "conv2d"
     check_input(weight, where=where, name="weight", ndim=4,
@@ -681,22 +593,23 @@ def _conv2d_keeping_columns(x, weight, bias=None, *, stride=1, padding=0, dilati
     oh, ow = g.output_hw(x.shape[2], x.shape[3])
     nbytes = x.shape[0] * _per_image(x.shape[1], g, oh, ow, x.dtype.itemsize)
     if nbytes > _KEEP_MAX_BYTES or _direct_kernels(weight, g) is not None:
-        return _correlate(x, weight, g, oh, ow, bias), None
+        return _correlate(x, weight, g, oh, ow, bias, relu=relu), None
     size = nbytes // x.dtype.itemsize
     xp = active().xp
     if (buffer is None or not isinstance(buffer, xp.ndarray) or buffer.size < size
             or buffer.dtype != x.dtype):
         buffer = xp.empty(size, dtype=x.dtype)
     kept = buffer[:size]
-    return _correlate(x, weight, g, oh, ow, bias, keep=kept), kept   # y = W · cols + b
+    return _correlate(x, weight, g, oh, ow, bias, keep=kept, relu=relu), kept  # W·cols + b
 
 
 def _conv2d_backward_kept(dy, x, weight, kept, *, stride=1, padding=0, dilation=1,
-                          groups=1, need_dx=True):
+                          groups=1, need_dx=True, relu_out=None):
     """:func:`conv2d_backward` with the columns of the forward (``kept``, or None).
 
     dW = Σ_n dY_n · cols(x_n)ᵀ reads the kept columns instead of recomputing
-    them; they are im2col of x as it was at the forward.
+    them; they are im2col of x as it was at the forward. ``relu_out``: the
+    output of a forward with ``relu=True``; ``dy`` is then the gradient w.r.t. it.
     """
     where = "conv2d_backward"
     check_input(weight, where=where, name="weight", ndim=4,
@@ -706,8 +619,10 @@ def _conv2d_backward_kept(dy, x, weight, kept, *, stride=1, padding=0, dilation=
     check_fits(g, x.shape[2], x.shape[3], where)
     oh, ow = g.output_hw(x.shape[2], x.shape[3])
     _check_grad(dy, (x.shape[0], c_out, oh, ow), where, x)
+    _check_relu_out(relu_out, dy, where)
     if kept is not None and kept.size * kept.dtype.itemsize != x.shape[0] * _per_image(
             x.shape[1], g, oh, ow, x.dtype.itemsize):
         kept = None                                   # not this input's columns
     # dx = col2im(Wᵀ · dY), dW = Σ_n dY_n · cols(x_n)ᵀ, db = Σ dY
-    return _conv_backward(dy, x, weight, g, weight.shape, need_dx=need_dx, kept=kept)
+    return _conv_backward(dy, x, weight, g, weight.shape, need_dx=need_dx, kept=kept,
+                          relu_out=relu_out)

@@ -25,6 +25,7 @@ class ReLU(_Activation):
     """max(x, 0); ReLU′(0) = 0."""
 
     name = "relu"
+    _fusable_relu = True         # nn.Sequential may fold it into the layer before
 
     def forward(self, x):
         self._cache = x

@@ -77,6 +77,9 @@ class _ConvBase(Module):
         """Add dL/dW, dL/db into the gradients; return dL/dx (None if not need_dx)."""
         if self._x is None:
             raise RuntimeError(f"{self!r}: backward called before forward.")
+        relu_out = getattr(self, "_relu_out", None)
+        if relu_out is not None:                     # the fused ReLU's backward first
+            dy = F.relu_backward(dy, relu_out)
         dx, dweight, dbias = type(self)._op_backward(dy, self._x, self.weight.data,
                                                      need_dx=need_dx,
                                                      **self._geometry_kwargs())
@@ -119,11 +122,18 @@ class Conv2d(_ConvBase):
 
     _op = staticmethod(F.conv2d)
     _op_backward = staticmethod(F.conv2d_backward)
+    _fuses_relu = True           # nn.Sequential may call forward(x, relu=True)
 
-    def forward(self, x):
+    def forward(self, x, *, relu=False):
+        """y = conv(x) + b; with ``relu``, max(y, 0) applied chunk by chunk as y is
+        computed (a following ReLU fused in; backward then takes dL/d(that output))."""
         if not self.training:
             self._cols = None
-            return super().forward(x)
+            y = super().forward(x)
+            if relu:
+                F.conv._relu_inplace(y)
+            self._relu_out = y if relu else None
+            return y
         # In training, keep im2col(x) for the weight gradient (when small: the
         # functional floor decides); backward then skips one im2col
         # (benchmarks/README.md, round 2).
@@ -131,8 +141,9 @@ class Conv2d(_ConvBase):
         self._x = x
         bias = self.bias.data if self.bias is not None else None
         y, self._cols = F.conv._conv2d_keeping_columns(
-            x, self.weight.data, bias, buffer=getattr(self, "_cols", None),
+            x, self.weight.data, bias, buffer=getattr(self, "_cols", None), relu=relu,
             **self._geometry_kwargs())
+        self._relu_out = y if relu else None
         return y
 
     def backward(self, dy, *, need_dx=True):
@@ -142,7 +153,7 @@ class Conv2d(_ConvBase):
             return super().backward(dy, need_dx=need_dx)
         dx, dweight, dbias = F.conv._conv2d_backward_kept(
             dy, self._x, self.weight.data, cols, need_dx=need_dx,
-            **self._geometry_kwargs())
+            relu_out=getattr(self, "_relu_out", None), **self._geometry_kwargs())
         self.weight.grad += dweight                  # accumulate, never assign
         if self.bias is not None:
             self.bias.grad += dbias
@@ -181,6 +192,29 @@ class ConvTranspose2d(_ConvBase):
 
     _op = staticmethod(F.conv_transpose2d)
     _op_backward = staticmethod(F.conv_transpose2d_backward)
+    _fuses_relu = True           # nn.Sequential may call forward(x, relu=True)
+
+    def forward(self, x, *, relu=False):
+        """y = conv_transpose(x) + b; with ``relu``, max(y, 0) fused in per chunk."""
+        _check_forward_input(self, x, self.in_channels)
+        self._x = x
+        bias = self.bias.data if self.bias is not None else None
+        y = F.conv._conv_transpose2d(x, self.weight.data, bias, relu=relu,
+                                     **self._geometry_kwargs())
+        self._relu_out = y if relu else None
+        return y
+
+    def backward(self, dy, *, need_dx=True):
+        """Add dL/dW, dL/db into the gradients; return dL/dx (None if not need_dx)."""
+        if self._x is None:
+            raise RuntimeError(f"{self!r}: backward called before forward.")
+        dx, dweight, dbias = F.conv._conv_transpose2d_backward(
+            dy, self._x, self.weight.data, need_dx=need_dx,
+            relu_out=getattr(self, "_relu_out", None), **self._geometry_kwargs())
+        self.weight.grad += dweight                  # accumulate, never assign
+        if self.bias is not None:
+            self.bias.grad += dbias
+        return dx
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, dilation=1, groups=1, bias=True, *, rng=None,

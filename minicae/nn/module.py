@@ -201,9 +201,36 @@ class Sequential(Module):
     def __iter__(self):
         return iter(self.layers)
 
+    def _fuses_next_relu(self, i):
+        """Whether layer i (a Conv2d/ConvTranspose2d) applies the ReLU that follows it.
+
+        The convolution then takes max(·, 0) chunk by chunk while its output is
+        in cache, and in backward masks dy chunk by chunk before its own products:
+        the same values, two passes over the activation saved (strided CAE step,
+        benchmarks/README.md, round 6). Only for those exact classes, and only
+        when neither layer has a penalty (a penalty must see its layer's own
+        output).
+        """
+        layers = self.layers
+        if i + 1 >= len(layers):
+            return False
+        layer, nxt = layers[i], layers[i + 1]
+        return ("_fuses_relu" in type(layer).__dict__
+                and "_fusable_relu" in type(nxt).__dict__
+                and not layer.penalties and not nxt.penalties)
+
     def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
+        fused, i = set(), 0
+        while i < len(self.layers):
+            if self._fuses_next_relu(i):
+                x = self.layers[i].forward(x, relu=True)     # = ReLU(layer(x))
+                self.layers[i + 1]._cache = None             # its backward runs in layer i
+                fused.add(i)
+                i += 2
+            else:
+                x = self.layers[i](x)
+                i += 1
+        self._fused = fused
         return x
 
     def backward(self, dy, *, need_input_grad=True):
@@ -212,9 +239,14 @@ class Sequential(Module):
         With ``need_input_grad=False`` (a trainer whose input is data, as
         PyTorch skips the gradient of an input that does not require one) the
         first layer is asked for its parameter gradients only, when it can
-        skip its input gradient (``need_dx``), and None is returned.
+        skip its input gradient (``need_dx``), and None is returned. A ReLU
+        fused into the layer before it (see :meth:`_fuses_next_relu`) is
+        differentiated by that layer.
         """
+        fused = self.__dict__.get("_fused", ())
         for i in range(len(self.layers) - 1, -1, -1):
+            if i - 1 in fused:
+                continue                    # this ReLU's backward is layer i-1's
             layer = self.layers[i]
             dy = layer.penalty_backward(dy)
             if i == 0 and not need_input_grad:
