@@ -129,3 +129,27 @@ def test_numba_direct_path_of_conv2d_equals_numpy(padding):
             results[name] = (y, *F.conv2d_backward(dy, x, weight, padding=padding))
     for got, want, what in zip(results["numba"], results["numpy"], ("y", "dx", "dW", "db")):
         assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=f"{what} {padding!r}")
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_kn_to_nchw_matches_numpy_bit_for_bit(with_bias, relu, dtype):
+    """The copy-back from a (C, m·P) product to NCHW, with the bias and a fused ReLU,
+    gives NumPy's values exactly: -0 stays -0 in a plain copy and becomes +0 under
+    max(·, 0), NaN stays NaN."""
+    _numba = pytest.importorskip("minicae.kernels._numba")
+    rng = np.random.default_rng(7)
+    m, c, oh, ow = 3, 4, 2, 5
+    prod = rng.standard_normal((c, m * oh * ow)).astype(dtype)
+    prod.flat[[0, 7, 13]] = [-0.0, np.nan, 0.0]
+    bias = rng.standard_normal(c).astype(dtype) if with_bias else None
+    want = prod.reshape(c, m, oh, ow).transpose(1, 0, 2, 3).copy()
+    if with_bias:
+        want = want + bias.reshape(1, -1, 1, 1)
+    if relu:
+        want = np.maximum(want, 0)
+    got = np.full((m, c, oh, ow), 9.0, dtype)
+    _numba.kn_to_nchw(prod, got, bias, relu)
+    assert_array_equal(got, want)
+    assert_array_equal(np.signbit(got), np.signbit(want))

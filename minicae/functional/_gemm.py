@@ -107,22 +107,25 @@ def _layout_kernels(prod, y, bias):
     return _numba
 
 
-def _from_kn(prod, y, bias):
-    """y[n, o] = prod[o, n] (+ b[o]): back from GEMM layout to NCHW."""
+def _from_kn(prod, y, bias, relu=False):
+    """y[n, o] = prod[o, n] (+ b[o]) (then max(·, 0)): back from GEMM layout to NCHW."""
     m, c, oh, ow = y.shape
     layout = _layout_kernels(prod, y, bias)
     if layout is not None:
-        layout.kn_to_nchw(prod.reshape(c, -1), y, bias)
+        layout.kn_to_nchw(prod.reshape(c, -1), y, bias, relu)   # the ReLU in the same pass
         return
     view = prod.reshape(c, m, oh, ow).transpose(1, 0, 2, 3)
     if bias is None:
         y[...] = view
     else:
         active().xp.add(view, bias.reshape(1, -1, 1, 1), out=y)
+    if relu:
+        _relu_inplace(y)
 
 
-def _product_nchw(w_mat, cols, y, bias):
-    """y (m, C_out, oh, ow) = W · cols (+ b) per group, from the GEMM layout."""
+def _product_nchw(w_mat, cols, y, bias, relu=False):
+    """y (m, C_out, oh, ow) = W · cols (+ b) per group, from the GEMM layout; then
+    max(·, 0) with ``relu`` (in the copy-back pass where a kernel does it)."""
     m, c_out, oh, ow = y.shape
     if w_mat.shape[0] == 1 and cols.shape[1] >= 32 and active().kernels.name != "cupy":
         # Yᵀ = colsᵀ · Wᵀ: OpenBLAS runs the few-row product faster this way
@@ -137,10 +140,12 @@ def _product_nchw(w_mat, cols, y, bias):
             y[...] = view
         else:
             active().xp.add(view, bias.reshape(1, -1, 1, 1), out=y)
+        if relu:
+            _relu_inplace(y)
         return
     prod = _matmul(w_mat, cols, _work("gemm", (w_mat.shape[0], w_mat.shape[1], m * oh * ow),
                                       y.dtype))                  # Y = W · cols
-    _from_kn(prod, y, bias)
+    _from_kn(prod, y, bias, relu)
 
 
 def _relu_inplace(y):

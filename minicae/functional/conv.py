@@ -128,10 +128,10 @@ def _w_mat(weight, groups):
     return weight.reshape(groups, weight.shape[0] // groups, -1)
 
 
-def _forward_part(x, w_mat, g, y, bias, keep=None):
-    """y = W · im2col(x) (+ b), per group, for one chunk of images."""
+def _forward_part(x, w_mat, g, y, bias, keep=None, relu=False):
+    """y = W · im2col(x) (+ b) (then max(·, 0)), per group, for one chunk of images."""
     cols = _columns(x, g, y.shape[2], y.shape[3], out=keep)     # (g, K, m*P)
-    _product_nchw(w_mat, cols, y, bias)                          # y = W · cols (+ b)
+    _product_nchw(w_mat, cols, y, bias, relu)                    # y = W · cols (+ b)
 
 
 def _adjoint_part(y_kn, w_mat, g, x, oh, ow):
@@ -207,9 +207,7 @@ def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None, relu=Fa
     def body(parts):
         for part in parts:
             _forward_part(x[part], w_mat, g, y[part], bias,
-                          _kept_part(keep, part, per_image, x.dtype.itemsize))
-            if relu:
-                _relu_inplace(y[part])
+                          _kept_part(keep, part, per_image, x.dtype.itemsize), relu)
 
     run_groups(body, *_chunk_groups(n, per_image))
     return y
