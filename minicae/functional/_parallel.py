@@ -29,11 +29,12 @@ import threading
 
 __all__ = ["thread_groups", "run_groups"]
 
-# Columns (bytes) of one call from which two threads pay: waking the pool's
-# thread costs ~0.2 ms a call on the benchmark machine, and conv fwd+bwd
-# (numba, 2 threads) broke even at ~0.9 MiB of columns (16->32 14² s2: 441 KiB
-# 0.61 vs 0.77 ms, 882 KiB 1.25 vs 1.13 ms; benchmarks/README.md, round 3).
-MIN_BYTES = 1 * 2**20
+# Columns (bytes) of one call from which two threads pay. Conv 16->32 14² s2
+# fwd+bwd (numba, 2 threads, serial vs threaded): 441 KiB 433 vs 557 us, 882 KiB
+# 825 vs 720 (round 6, lean workers; round 3 had put the break-even at ~0.9
+# MiB). 512 KiB takes in the strided CAE's 1-channel layers (882 KiB): step at
+# 2 threads, four A/B runs, 7.78 -> 7.31 ms median (benchmarks/README.md).
+MIN_BYTES = 512 * 2**10
 
 _STATE = {"blas": None, "workers": []}
 _LOCK = threading.Lock()
