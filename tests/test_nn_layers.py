@@ -155,6 +155,20 @@ def test_fused_relu_gives_the_unfused_values(backend, monkeypatch, threads):
     assert (fused[0] >= 0).all() and (fused[0] == 0).any()
 
 
+def test_fused_relu_in_eval_mode(backend):
+    """In eval mode (no kept columns) the fused pairs give the unfused output too."""
+    rng = np.random.default_rng(3)
+    x = to_device(rng.standard_normal((3, 2, 8, 8)).astype(np.float32))
+    model = _fusable_model(4)
+    model.eval()
+    fused = to_numpy(model(x))
+    assert model._fused == {0, 2, 4}
+    unfused = x
+    for layer in model.layers:
+        unfused = layer(unfused)
+    assert_array_equal(fused, to_numpy(unfused))
+
+
 def test_no_fusion_where_a_penalty_must_see_the_output(numpy_backend):
     """A penalty on the conv (it must see the pre-ReLU output) or on the ReLU keeps the
     pair apart; other pairs still fuse."""
