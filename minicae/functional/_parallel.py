@@ -6,8 +6,10 @@ into contiguous groups, one per thread, and each thread runs im2col -> GEMM
 -> col2im on its own group with its own work buffers (conv.py keeps them per
 thread) while BLAS is held at one thread, so the threads do not fight
 OpenBLAS's own workers for the cores. The Numba kernels are ``nogil`` and
-NumPy's GEMM, copies and ufuncs release the GIL, so the groups truly run at
-once.
+NumPy's GEMM, copies and ufuncs release the GIL, so the groups run at once,
+except for the Python steps between those calls, which take the GIL in turn
+(hence chunks twice as large on threads, see conv.py; a hand-off to a worker
+costs ~60 us on the benchmark machine, benchmarks/README.md, round 6).
 
 Taken only when every condition holds: a CPU kernel set (CuPy keeps whole
 batches), threadpoolctl importable (it is how BLAS is held at one thread;
