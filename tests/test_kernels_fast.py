@@ -101,6 +101,10 @@ def test_numba_direct_conv_matches_the_column_products(cfg, c_out, with_bias):
     want_dx = _numpy.col2im_kn(dcols.reshape(cols.shape), cfg.h, cfg.w, *cfg.args()[2:])
     got_dx = _numba.conv_direct_adjoint(dy, weight, cfg.h, cfg.w, *cfg.args()[2:])
     assert_allclose(got_dx, want_dx, rtol=1e-10, atol=1e-10, err_msg="dx " + msg)
+    into = np.full(want_dx.shape, 3.0)                 # stale values must be overwritten
+    assert _numba.conv_direct_adjoint(dy, weight, cfg.h, cfg.w, *cfg.args()[2:],
+                                      out=into) is into
+    assert_array_equal(into, got_dx, err_msg="dx into out " + msg)
 
     want_dw = np.einsum("nop,knp->ok", dy.reshape(n, c_out, -1), cols_mat)
     got_dw = _numba.conv_direct_wgrad(dy, x, cfg.kh, cfg.kw, *cfg.args()[2:])

@@ -263,8 +263,8 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
             for part in parts:
                 dyp = _chunk_dy(dy, part, relu_out)
                 if need_dx:
-                    dx[part] = direct.conv_direct_adjoint(dyp, weight, x.shape[2],
-                                                          x.shape[3], *args)
+                    direct.conv_direct_adjoint(dyp, weight, x.shape[2], x.shape[3], *args,
+                                               out=dx[part])
                 dw = direct.conv_direct_wgrad(dyp, x[part], g.kh, g.kw, *args)
                 db = dyp.sum(axis=(0, 2, 3))
                 dweight = dw if dweight is None else dweight + dw

@@ -19,7 +19,7 @@ Both take ``out``, an optional contiguous work buffer (of the result's size)
 filled instead of allocating.
 
 ``conv_direct(x, W, b, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out)``,
-``conv_direct_adjoint(dy, W, h, w, ...)``, ``conv_direct_wgrad(dy, x, kh, kw, ...)``
+``conv_direct_adjoint(dy, W, h, w, ..., out=None)``, ``conv_direct_wgrad(dy, x, kh, kw, ...)``
     (optional) a convolution without columns (groups 1): its output, input gradient and
     weight gradient, for the shapes where the columns cost more than they
     save (Numba only; functional/conv.py decides when).

@@ -382,8 +382,9 @@ def conv_direct(x, weight, bias, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out):
     return out
 
 
-def conv_direct_adjoint(dy, weight, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w):
-    """dx = conv2d's input gradient for dy (N, C_out, oh, ow): x of shape (N, C_in, h, w)."""
+def conv_direct_adjoint(dy, weight, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
+    """dx = conv2d's input gradient for dy (N, C_out, oh, ow): x of shape (N, C_in, h, w),
+    into ``out`` when given (the padded sums are copied once, straight there)."""
     n, c_in = dy.shape[0], weight.shape[1]
     oh, ow = dy.shape[2], dy.shape[3]
     hp = max(h + pt + pb, (oh - 1) * sh + (weight.shape[2] - 1) * dil_h + 1)
@@ -391,7 +392,10 @@ def conv_direct_adjoint(dy, weight, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w):
     x_pad = np.empty((n, c_in, hp, wp), dtype=dy.dtype)
     _conv_direct_adjoint(np.ascontiguousarray(dy), np.ascontiguousarray(weight), x_pad,
                          sh, sw, dil_h, dil_w)
-    return np.ascontiguousarray(x_pad[:, :, pt:pt + h, pl:pl + w])
+    if out is None:
+        return np.ascontiguousarray(x_pad[:, :, pt:pt + h, pl:pl + w])
+    out[...] = x_pad[:, :, pt:pt + h, pl:pl + w]
+    return out
 
 
 def conv_direct_wgrad(dy, x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w):
