@@ -190,9 +190,11 @@ def info() -> dict:
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+# the thresholds of keep_freed_memory, also those minicae bench gives every side
+MMAP_THRESHOLD, TRIM_THRESHOLD = 16 * 2**20, 32 * 2**20
 
 
-def keep_freed_memory(mmap_threshold=16 * 2**20, trim_threshold=32 * 2**20) -> bool:
+def keep_freed_memory(mmap_threshold=MMAP_THRESHOLD, trim_threshold=TRIM_THRESHOLD) -> bool:
     """Ask glibc's malloc to keep freed blocks for the next step instead of unmapping them.
 
     A training step allocates and frees the same arrays (0.4-4 MiB in the

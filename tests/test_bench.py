@@ -89,3 +89,21 @@ def test_bench_sides_run_in_one_allocator_regime(tmp_path, monkeypatch):
     recorded = json.loads(path.read_text())["environment"]["env"]
     assert recorded["MALLOC_MMAP_THRESHOLD_"] == str(16 * 2**20)
     assert recorded["MALLOC_TRIM_THRESHOLD_"] == "12345"
+
+
+def test_readme_table_is_what_the_saved_runs_give():
+    """README.md's benchmark table is reproduced by benchmarks/readme_table.py from the
+    runs saved in benchmarks/results (the command README.md names)."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("readme_table",
+                                                  root / "benchmarks" / "readme_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = root / "benchmarks" / "results"
+    runs = [(t, [module._rows(p) for p in sorted(results.glob(f"round6_threads{t}_run*.json"))])
+            for t in (1, 2)]
+    assert all(r for _, r in runs)
+    assert module.table(runs) in (root / "README.md").read_text(encoding="utf-8")

@@ -31,9 +31,10 @@ _REEXEC = "MINICAE_BENCH_UNSET"
 # process. Measured (2 threads, each case alone vs after the conv rows): torch's
 # strided CAE step 9.0-9.5 vs 6.0-6.2 ms, numba's 10.0-10.1 vs 8.3-8.5 (~1000
 # page faults a step vs none). With these values both sides get no faults from
-# the first step on, whatever the order (benchmarks/README.md, round 6).
-ALLOCATOR_VARS = {"MALLOC_MMAP_THRESHOLD_": str(16 * 2**20),
-                  "MALLOC_TRIM_THRESHOLD_": str(32 * 2**20)}
+# the first step on, whatever the order (benchmarks/README.md, round 6). The
+# values are keep_freed_memory's, which minicae train applies to itself.
+ALLOCATOR_VARS = {"MALLOC_MMAP_THRESHOLD_": str(backend_mod.MMAP_THRESHOLD),
+                  "MALLOC_TRIM_THRESHOLD_": str(backend_mod.TRIM_THRESHOLD)}
 SCALING_BATCHES = (16, 32, 64, 128, 256, 512)
 SCALING_SIZES = (28, 32, 48, 64, 96, 128)
 

@@ -114,7 +114,11 @@ def _from_kn(prod, y, bias, relu=False):
     if layout is not None:
         layout.kn_to_nchw(prod.reshape(c, -1), y, bias, relu)   # the ReLU in the same pass
         return
-    view = prod.reshape(c, m, oh, ow).transpose(1, 0, 2, 3)
+    _copy_back(prod.reshape(c, m, oh, ow).transpose(1, 0, 2, 3), y, bias, relu)
+
+
+def _copy_back(view, y, bias, relu):
+    """y = view (+ b) (then max(·, 0)): NumPy's strided copy of a product's view."""
     if bias is None:
         y[...] = view
     else:
@@ -135,13 +139,7 @@ def _product_nchw(w_mat, cols, y, bias, relu=False):
         # (benchmarks/README.md, round 4).
         prod = active().xp.matmul(cols[0].T, w_mat[0].T,
                                   out=_work("gemm", (m * oh * ow, c_out), y.dtype))
-        view = prod.reshape(m, oh, ow, c_out).transpose(0, 3, 1, 2)
-        if bias is None:
-            y[...] = view
-        else:
-            active().xp.add(view, bias.reshape(1, -1, 1, 1), out=y)
-        if relu:
-            _relu_inplace(y)
+        _copy_back(prod.reshape(m, oh, ow, c_out).transpose(0, 3, 1, 2), y, bias, relu)
         return
     prod = _matmul(w_mat, cols, _work("gemm", (w_mat.shape[0], w_mat.shape[1], m * oh * ow),
                                       y.dtype))                  # Y = W · cols

@@ -412,14 +412,27 @@ def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1):
     >>> F.conv2d(np.ones((1, 1, 5, 5)), np.ones((2, 1, 3, 3)), padding='same').shape
     (1, 2, 5, 5)
     """
+    return _conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation,
+                   groups=groups)
+
+
+def _checked_conv2d(x, weight, bias, stride, padding, dilation, groups):
+    """The checks of a conv2d call; returns its geometry and output size (g, oh, ow)."""
     where = "conv2d"
     check_input(weight, where=where, name="weight", ndim=4,
                 shape_text="(C_out, C_in/groups, kh, kw)")
     g = conv_geometry(weight.shape[2:], stride, padding, dilation, groups, where=where)
     _check_conv_args(x, weight, bias, g, where, transposed=False)
     check_fits(g, x.shape[2], x.shape[3], where)
-    oh, ow = g.output_hw(x.shape[2], x.shape[3])
-    return _correlate(x, weight, g, oh, ow, bias)      # y = W · im2col(x) + b
+    return (g, *g.output_hw(x.shape[2], x.shape[3]))
+
+
+def _conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
+            relu=False):
+    """:func:`conv2d`, with ``relu``: max(·, 0) fused into it, chunk by chunk (for a
+    layer followed by a ReLU; see nn.Sequential)."""
+    g, oh, ow = _checked_conv2d(x, weight, bias, stride, padding, dilation, groups)
+    return _correlate(x, weight, g, oh, ow, bias, relu=relu)   # y = W · im2col(x) + b
 
 
 def conv2d_backward(dy, x, weight, *, stride=1, padding=0, dilation=1, groups=1,
@@ -587,13 +600,7 @@ def _conv2d_keeping_columns(x, weight, bias=None, *, stride=1, padding=0, dilati
     columns are written chunk by chunk where the work buffer would have been.
     ``relu``: max(·, 0) fused into y, chunk by chunk (see nn.Sequential).
     """
-    where = "conv2d"
-    check_input(weight, where=where, name="weight", ndim=4,
-                shape_text="(C_out, C_in/groups, kh, kw)")
-    g = conv_geometry(weight.shape[2:], stride, padding, dilation, groups, where=where)
-    _check_conv_args(x, weight, bias, g, where, transposed=False)
-    check_fits(g, x.shape[2], x.shape[3], where)
-    oh, ow = g.output_hw(x.shape[2], x.shape[3])
+    g, oh, ow = _checked_conv2d(x, weight, bias, stride, padding, dilation, groups)
     nbytes = x.shape[0] * _per_image(x.shape[1], g, oh, ow, x.dtype.itemsize)
     if nbytes > _KEEP_MAX_BYTES or _direct_kernels(weight, g) is not None:
         return _correlate(x, weight, g, oh, ow, bias, relu=relu), None

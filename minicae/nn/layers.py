@@ -34,8 +34,12 @@ def _check_forward_input(layer, x, channels):
 class _ConvBase(Module):
     """What Conv2d and ConvTranspose2d share: hyperparameters, init, grads, repr.
 
-    A subclass names its pair of functional ops (``_op``, ``_op_backward``)
-    and its weight layout; everything else is common.
+    A subclass names its pair of functional ops (``_op``, ``_op_backward``;
+    Conv2d overrides ``_forward_op``/``_backward_op`` instead, for its kept
+    columns) and its weight layout; everything else is common. Both ops take the fused
+    ReLU's flag (``relu`` forward, ``relu_out`` backward): nn.Sequential may
+    call ``forward(x, relu=True)`` for a layer followed by a ReLU, and
+    backward then takes dL/d(that output).
     """
 
     _op = _op_backward = None
@@ -67,22 +71,30 @@ class _ConvBase(Module):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups)
 
-    def forward(self, x):
+    def forward(self, x, *, relu=False):
+        """y = op(x) + b; with ``relu``, max(y, 0) applied chunk by chunk as y is
+        computed (a following ReLU fused in)."""
         _check_forward_input(self, x, self.in_channels)
         self._x = x
         bias = self.bias.data if self.bias is not None else None
-        return type(self)._op(x, self.weight.data, bias, **self._geometry_kwargs())
+        y = self._forward_op(x, bias, relu)
+        self._relu_out = y if relu else None
+        return y
+
+    def _forward_op(self, x, bias, relu):
+        return type(self)._op(x, self.weight.data, bias, relu=relu,
+                              **self._geometry_kwargs())
+
+    def _backward_op(self, dy, need_dx):
+        return type(self)._op_backward(dy, self._x, self.weight.data, need_dx=need_dx,
+                                       relu_out=getattr(self, "_relu_out", None),
+                                       **self._geometry_kwargs())
 
     def backward(self, dy, *, need_dx=True):
         """Add dL/dW, dL/db into the gradients; return dL/dx (None if not need_dx)."""
         if self._x is None:
             raise RuntimeError(f"{self!r}: backward called before forward.")
-        relu_out = getattr(self, "_relu_out", None)
-        if relu_out is not None:                     # the fused ReLU's backward first
-            dy = F.relu_backward(dy, relu_out)
-        dx, dweight, dbias = type(self)._op_backward(dy, self._x, self.weight.data,
-                                                     need_dx=need_dx,
-                                                     **self._geometry_kwargs())
+        dx, dweight, dbias = self._backward_op(dy, need_dx)
         self.weight.grad += dweight                  # accumulate, never assign
         if self.bias is not None:
             self.bias.grad += dbias
@@ -120,44 +132,26 @@ class Conv2d(_ConvBase):
         Kaiming gain ('relu', 'tanh', ... or a number) instead of the default.
     """
 
-    _op = staticmethod(F.conv2d)
-    _op_backward = staticmethod(F.conv2d_backward)
-    _fuses_relu = True           # nn.Sequential may call forward(x, relu=True)
+    _op = staticmethod(F.conv._conv2d)
+    _fuses_relu = True           # this exact class: nn.Sequential may pass relu=True
 
-    def forward(self, x, *, relu=False):
-        """y = conv(x) + b; with ``relu``, max(y, 0) applied chunk by chunk as y is
-        computed (a following ReLU fused in; backward then takes dL/d(that output))."""
+    def _forward_op(self, x, bias, relu):
         if not self.training:
             self._cols = None
-            y = super().forward(x)
-            if relu:
-                F.conv._relu_inplace(y)
-            self._relu_out = y if relu else None
-            return y
+            return super()._forward_op(x, bias, relu)
         # In training, keep im2col(x) for the weight gradient (when small: the
         # functional floor decides); backward then skips one im2col
         # (benchmarks/README.md, round 2).
-        _check_forward_input(self, x, self.in_channels)
-        self._x = x
-        bias = self.bias.data if self.bias is not None else None
         y, self._cols = F.conv._conv2d_keeping_columns(
             x, self.weight.data, bias, buffer=getattr(self, "_cols", None), relu=relu,
             **self._geometry_kwargs())
-        self._relu_out = y if relu else None
         return y
 
-    def backward(self, dy, *, need_dx=True):
-        """Add dL/dW, dL/db into the gradients; return dL/dx (None if not need_dx)."""
-        cols = getattr(self, "_cols", None)
-        if self._x is None or cols is None:
-            return super().backward(dy, need_dx=need_dx)
-        dx, dweight, dbias = F.conv._conv2d_backward_kept(
-            dy, self._x, self.weight.data, cols, need_dx=need_dx,
+    def _backward_op(self, dy, need_dx):
+        # the kept columns when the forward kept them (None: recomputed)
+        return F.conv._conv2d_backward_kept(
+            dy, self._x, self.weight.data, getattr(self, "_cols", None), need_dx=need_dx,
             relu_out=getattr(self, "_relu_out", None), **self._geometry_kwargs())
-        self.weight.grad += dweight                  # accumulate, never assign
-        if self.bias is not None:
-            self.bias.grad += dbias
-        return dx
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, *, rng=None, dtype=numpy.float32,
@@ -190,31 +184,9 @@ class ConvTranspose2d(_ConvBase):
     the matching convolution.
     """
 
-    _op = staticmethod(F.conv_transpose2d)
-    _op_backward = staticmethod(F.conv_transpose2d_backward)
-    _fuses_relu = True           # nn.Sequential may call forward(x, relu=True)
-
-    def forward(self, x, *, relu=False):
-        """y = conv_transpose(x) + b; with ``relu``, max(y, 0) fused in per chunk."""
-        _check_forward_input(self, x, self.in_channels)
-        self._x = x
-        bias = self.bias.data if self.bias is not None else None
-        y = F.conv._conv_transpose2d(x, self.weight.data, bias, relu=relu,
-                                     **self._geometry_kwargs())
-        self._relu_out = y if relu else None
-        return y
-
-    def backward(self, dy, *, need_dx=True):
-        """Add dL/dW, dL/db into the gradients; return dL/dx (None if not need_dx)."""
-        if self._x is None:
-            raise RuntimeError(f"{self!r}: backward called before forward.")
-        dx, dweight, dbias = F.conv._conv_transpose2d_backward(
-            dy, self._x, self.weight.data, need_dx=need_dx,
-            relu_out=getattr(self, "_relu_out", None), **self._geometry_kwargs())
-        self.weight.grad += dweight                  # accumulate, never assign
-        if self.bias is not None:
-            self.bias.grad += dbias
-        return dx
+    _op = staticmethod(F.conv._conv_transpose2d)
+    _op_backward = staticmethod(F.conv._conv_transpose2d_backward)
+    _fuses_relu = True           # this exact class: nn.Sequential may pass relu=True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, dilation=1, groups=1, bias=True, *, rng=None,
