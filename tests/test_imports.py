@@ -38,7 +38,8 @@ ALLOWED = {
     "__init__": None,
 }
 # optional heavy packages: module path (relative to minicae/) allowed to import them
-OPTIONAL = {"cupy": {"backend.py", "kernels/_cupy.py"}, "numba": {"kernels/_numba.py"}}
+OPTIONAL = {"cupy": {"backend.py", "kernels/_cupy.py"}, "numba": {"kernels/_numba.py",
+                                                               "kernels/_numba_c1.py"}}
 MODULE_BUDGET = 400
 PACKAGE_BUDGET = 8000
 # the maths floors (STYLE: "core well under ~4,000"); workflows are counted in the total

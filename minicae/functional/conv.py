@@ -167,6 +167,25 @@ def _direct_kernels(weight, g: ConvGeometry):
     return kernels
 
 
+def _c1_kernels(c_in, g: ConvGeometry):
+    """The active kernels when their one-input-channel direct convolution pays
+    for this geometry (``c_in`` = the convolution's input channels), else None.
+
+    Measured (one thread, N128 1->16 28² k3 s2 p1; benchmarks/README.md, round
+    7): forward 0.46 -> 0.24 ms, input gradient 0.28 ms where col2im's whole
+    backward took 1.0, weight gradient 0.38 -> 0.25 ms.
+    """
+    kernels = active().kernels
+    if (kernels.conv_c1 is None or c_in != 1 or g.groups != 1
+            or (g.kh, g.kw, g.sh, g.sw, g.dil_h, g.dil_w) not in kernels.c1_geometries):
+        return None
+    return kernels
+
+
+def _c1_args(g: ConvGeometry):
+    return g.sh, g.sw, g.pt, g.pl, g.dil_h, g.dil_w
+
+
 def _direct_groups(n, per_image):
     """The images of a direct convolution: one group per thread when
     :func:`_chunk_groups` would use threads for the columns this call does
@@ -207,6 +226,14 @@ def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None, relu=Fa
 
         run_groups(direct_body, *_direct_groups(n, per_image))
         return y
+    c1 = _c1_kernels(c_in, g)
+    if c1 is not None:                       # y = W ⋆ x + b from phase planes
+        def c1_body(parts):
+            for part in parts:
+                c1.conv_c1(x[part], weight, bias, *_c1_args(g), y[part], relu=relu)
+
+        run_groups(c1_body, *_direct_groups(n, per_image))
+        return y
     w_mat = _w_mat(weight, g.groups)                             # (g, c_out/g, K)
 
     def body(parts):
@@ -225,6 +252,15 @@ def _correlate_t(y, weight, g: ConvGeometry, h, w, bias=None, relu=False):
     n, c_out, oh, ow = y.shape
     c_in = weight.shape[1] * g.groups
     x = xp.empty((n, c_in, h, w), dtype=y.dtype)
+    per_image = _per_image(c_in, g, oh, ow, y.dtype.itemsize)
+    c1 = _c1_kernels(c_in, g)
+    if c1 is not None:                       # x = Wᵀ ⋆ y (+ b) into phase planes
+        def c1_body(parts):
+            for part in parts:
+                c1.conv_c1_adjoint(y[part], weight, bias, *_c1_args(g), x[part], relu=relu)
+
+        run_groups(c1_body, *_direct_groups(n, per_image))
+        return x
     w_mat = _w_mat(weight, g.groups)
 
     def body(parts):
@@ -235,8 +271,26 @@ def _correlate_t(y, weight, g: ConvGeometry, h, w, bias=None, relu=False):
             if relu:
                 _relu_inplace(x[part])
 
-    run_groups(body, *_chunk_groups(n, _per_image(c_in, g, oh, ow, y.dtype.itemsize)))
+    run_groups(body, *_chunk_groups(n, per_image))
     return x
+
+
+def _direct_backward(weight, c_in, g: ConvGeometry):
+    """(adjoint(dy, out), wgrad(dy, x) -> (dW, db)) of the direct convolution that
+    pays for this conv2d (one output channel at stride 1, or one input channel),
+    or None: its backward without columns."""
+    direct = _direct_kernels(weight, g)
+    if direct is not None:
+        args = g.kernel_args()
+        return (lambda dy, out: direct.conv_direct_adjoint(dy, weight, out.shape[2],
+                                                           out.shape[3], *args, out=out),
+                lambda dy, x: (direct.conv_direct_wgrad(dy, x, g.kh, g.kw, *args),
+                               dy.sum(axis=(0, 2, 3))))
+    c1 = _c1_kernels(c_in, g)
+    if c1 is not None:
+        return (lambda dy, out: c1.conv_c1_adjoint(dy, weight, None, *_c1_args(g), out),
+                lambda dy, x: c1.conv_c1_wgrad(dy, x, g.kh, g.kw, *_c1_args(g)))
+    return None
 
 
 def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_out=None):
@@ -251,11 +305,11 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
     xp = active().xp
     n, c_out, oh, ow = dy.shape
     c_in = x.shape[1]
-    direct = _direct_kernels(weight, g)
+    direct = _direct_backward(weight, c_in, g)
     per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     if direct is not None:
-        args = g.kernel_args()
+        adjoint, wgrad = direct
 
         def direct_body(parts):
             # dx = W ⋆ᵀ dY, dW = Σ dY · windows of x, db = Σ dY: without columns
@@ -263,10 +317,8 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
             for part in parts:
                 dyp = _chunk_dy(dy, part, relu_out)
                 if need_dx:
-                    direct.conv_direct_adjoint(dyp, weight, x.shape[2], x.shape[3], *args,
-                                               out=dx[part])
-                dw = direct.conv_direct_wgrad(dyp, x[part], g.kh, g.kw, *args)
-                db = dyp.sum(axis=(0, 2, 3))
+                    adjoint(dyp, dx[part])
+                dw, db = wgrad(dyp, x[part])
                 dweight = dw if dweight is None else dweight + dw
                 dbias = db if dbias is None else dbias + db
             return dweight, dbias
@@ -316,6 +368,24 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None):
     n, c_out, oh, ow = dy.shape
     c_in, h, w = x.shape[1:]
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
+    per_image = _per_image(c_out, g, h, w, x.dtype.itemsize)
+    c1 = _c1_kernels(c_out, g)
+    if c1 is not None:           # one output channel: phase planes of dY, no columns
+        def c1_body(parts):
+            dweight = dbias = None
+            for part in parts:
+                dyp = _chunk_dy(dy, part, relu_out)
+                if need_dx:                                      # dx = W ⋆ dY
+                    c1.conv_c1(dyp, weight, None, *_c1_args(g), dx[part])
+                # dW[c, 0, i, j] = Σ x[c] · dY_pad[i + s·p, j + s·q] ; db = Σ dY
+                dw, _ = c1.conv_c1_wgrad(x[part], dyp, g.kh, g.kw, *_c1_args(g))
+                db = dyp.sum(axis=(0, 2, 3))
+                dweight = dw if dweight is None else dweight + dw
+                dbias = db if dbias is None else dbias + db
+            return dweight, dbias
+
+        dweight, dbias = _sum_partials(run_groups(c1_body, *_direct_groups(n, per_image)))
+        return dx, dweight.reshape(weight.shape), dbias
     w_mat = _w_mat(weight, g.groups)                             # (g, c_in/g, K)
 
     def body(parts):
@@ -333,8 +403,7 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None):
             dbias = db if dbias is None else dbias + db
         return dweight, dbias
 
-    dweight, dbias = _sum_partials(run_groups(
-        body, *_chunk_groups(n, _per_image(c_out, g, h, w, x.dtype.itemsize))))
+    dweight, dbias = _sum_partials(run_groups(body, *_chunk_groups(n, per_image)))
     return dx, dweight.reshape(weight.shape), dbias
 
 
@@ -602,7 +671,8 @@ def _conv2d_keeping_columns(x, weight, bias=None, *, stride=1, padding=0, dilati
     """
     g, oh, ow = _checked_conv2d(x, weight, bias, stride, padding, dilation, groups)
     nbytes = x.shape[0] * _per_image(x.shape[1], g, oh, ow, x.dtype.itemsize)
-    if nbytes > _KEEP_MAX_BYTES or _direct_kernels(weight, g) is not None:
+    if (nbytes > _KEEP_MAX_BYTES or _direct_kernels(weight, g) is not None
+            or _c1_kernels(x.shape[1], g) is not None):
         return _correlate(x, weight, g, oh, ow, bias, relu=relu), None
     size = nbytes // x.dtype.itemsize
     xp = active().xp

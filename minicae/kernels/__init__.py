@@ -24,6 +24,12 @@ filled instead of allocating.
     weight gradient, for the shapes where the columns cost more than they
     save (Numba only; functional/conv.py decides when).
 
+``conv_c1(x, W, b, sh, sw, pt, pl, dil_h, dil_w, out, relu=False)``,
+``conv_c1_adjoint(dy, W, b, ..., out, relu=False)``,
+``conv_c1_wgrad(dy, x, kh, kw, ...) -> (dW, db)``
+    (optional) a convolution with one input channel without columns, and
+    ``C1_GEOMETRIES``, the (kh, kw, sh, sw, dil_h, dil_w) where it pays (Numba only).
+
 ``CHUNK_BYTES`` (optional module constant)
     the size of the columns of one chunk of images that this backend's loops
     and GEMM handle best (the CPU caches); absent or 0: whole batches.
@@ -48,6 +54,10 @@ class KernelSet(NamedTuple):
     conv_direct: object = None           # optional direct convolution (see below)
     conv_direct_adjoint: object = None
     conv_direct_wgrad: object = None
+    conv_c1: object = None               # optional one-input-channel convolution
+    conv_c1_adjoint: object = None
+    conv_c1_wgrad: object = None
+    c1_geometries: tuple = ()
 
 
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
@@ -59,4 +69,6 @@ def load_kernels(name: str) -> KernelSet:
     return KernelSet(name, module.im2col_kn, module.col2im_kn,
                      getattr(module, "CHUNK_BYTES", 0),
                      *(getattr(module, f, None) for f in
-                       ("conv_direct", "conv_direct_adjoint", "conv_direct_wgrad")))
+                       ("conv_direct", "conv_direct_adjoint", "conv_direct_wgrad",
+                        "conv_c1", "conv_c1_adjoint", "conv_c1_wgrad")),
+                     getattr(module, "C1_GEOMETRIES", ()))

@@ -1,0 +1,285 @@
+"""Direct convolution with one input channel (Numba): the first encoder layer
+and the last decoder layer of a CAE, where im2col's columns have K = kh*kw
+rows and the GEMM is a thin memory-bound product.
+
+Phase planes. With stride s, the padded image splits into s_h*s_w planes,
+plane (a, c) holding ``x_pad[u*s_h + a, v*s_w + c]``. A tap (i, j) then reads
+plane ((i*d_h) % s_h, (j*d_w) % s_w) at the shift
+``off = ((i*d_h) // s_h) * pw + (j*d_w) // s_w``, so that over the flat index
+``k = p*pw + q`` of the output (rows padded to width ``pw``, the extra
+columns discarded) every tap is one contiguous, shifted read:
+
+    y[p, q] = b + Σ_{i,j} W[i, j] · plane_ij[k + off_ij]          (forward)
+    dW[i, j] = Σ_k dy_pw[k] · plane_ij[k + off_ij]                 (weight gradient)
+    plane_ac[m] = Σ_{(i,j) in phase (a,c)} W[i, j] · dy_pw[m - off_ij]   (adjoint)
+
+with ``dy_pw`` the output gradient in the same padded-row layout, zero in the
+extra columns (and before its start, for the adjoint's negative shifts). The
+loop over k is innermost and vectorizes; the taps are unrolled when their
+count is a compile-time constant, which ``C1_GEOMETRIES`` provides for the
+common 3x3 kernels (runtime geometries run the same loops, slower).
+Derivation: docs/maths.md, "One input channel: phase planes"; checked by
+tests/test_kernels_fast.py::test_numba_single_channel_conv_matches_the_column_products.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["conv_c1", "conv_c1_adjoint", "conv_c1_wgrad", "C1_GEOMETRIES"]
+
+# (kh, kw, sh, sw, dil_h, dil_w) compiled with constant trip counts, where
+# functional/conv.py takes these kernels. Conv N128
+# 1->16 28² k3 s2 p1 forward, one thread: runtime geometry 0.42 ms, constant
+# 0.28 ms, im2col + GEMM 0.46 ms (benchmarks/README.md, round 7).
+C1_GEOMETRIES = ((3, 3, 1, 1, 1, 1), (3, 3, 2, 2, 1, 1))
+
+_FLAGS = {"contract"}               # FMA; no reassociation in forward and adjoint
+_SUM_FLAGS = {"contract", "reassoc"}  # the weight gradient's sums over k vectorize
+
+
+@numba.njit(inline="always")
+def _planes_shape(h, w, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw):
+    """(ph, pw): phase planes that hold every input pixel and every tap's read."""
+    ph = max(oh + ((kh - 1) * dh) // sh, (h + pt - 1) // sh + 1)
+    pw = max(ow + ((kw - 1) * dw) // sw, (w + pl - 1) // sw + 1)
+    return ph, pw
+
+
+@numba.njit(inline="always")
+def _shift(i, j, pw, psize, sh, sw, dh, dw):
+    """Flat offset of tap (i, j): its plane's start plus its shift in that plane."""
+    return ((((i * dh) % sh) * sw + (j * dw) % sw) * psize
+            + ((i * dh) // sh) * pw + (j * dw) // sw)
+
+
+@numba.njit(inline="always")
+def _scatter(xf, base, h, w, planes, psize, pw, sh, sw, pt, pl):
+    """Image pixels into their phase planes (the padding cells stay zero)."""
+    for a in range(sh):
+        for c in range(sw):
+            start = (a * sw + c) * psize
+            for r in range((a - pt) % sh, h, sh):
+                row = start + ((r + pt) // sh) * pw
+                for col in range((c - pl) % sw, w, sw):
+                    planes[np.uintp(row + (col + pl) // sw)] = xf[np.uintp(base + r * w + col)]
+
+
+@numba.njit(inline="always")
+def _gather(planes, xf, base, h, w, psize, pw, sh, sw, pt, pl, b, relu):
+    """The adjoint of _scatter: each pixel from its phase plane (+ b, then ReLU)."""
+    zero = xf.dtype.type(0)
+    for a in range(sh):
+        for c in range(sw):
+            start = (a * sw + c) * psize
+            for r in range((a - pt) % sh, h, sh):
+                row = start + ((r + pt) // sh) * pw
+                for col in range((c - pl) % sw, w, sw):
+                    v = planes[np.uintp(row + (col + pl) // sw)] + b
+                    if relu:
+                        v = v if (v > 0 or v != v) else zero   # = max(v, 0), NaN kept
+                    xf[np.uintp(base + r * w + col)] = v
+
+
+@numba.njit(inline="always")
+def _to_padded_rows(dyf, base, oh, ow, pw, out, front):
+    """dy[p, q] -> out[front + p*pw + q] (the extra columns stay zero)."""
+    for p in range(oh):
+        for q in range(ow):
+            out[np.uintp(front + p * pw + q)] = dyf[np.uintp(base + p * ow + q)]
+
+
+@numba.njit(inline="always")
+def _forward(x, w, bias, y, pt, pl, has_bias, relu, kh, kw, sh, sw, dh, dw):
+    n, _, h, wd = x.shape
+    c_out, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    ph, pw = _planes_shape(h, wd, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw)
+    psize = ph * pw + pw                 # + one row: the extra columns' reads
+    planes = np.zeros(sh * sw * psize, x.dtype)
+    tmp = np.empty(oh * pw, x.dtype)
+    xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
+    zero = x.dtype.type(0)
+    for b in range(n):
+        _scatter(xf, b * h * wd, h, wd, planes, psize, pw, sh, sw, pt, pl)
+        for o in range(c_out):
+            bo = bias[o] if has_bias else zero
+            for k in range(oh * pw):
+                acc = bo
+                for i in range(kh):
+                    for j in range(kw):
+                        # y[p, q] += W[o, 0, i, j] · x_pad[p·sh + i·dh, q·sw + j·dw]
+                        acc += (wf[np.uintp((o * kh + i) * kw + j)]
+                                * planes[np.uintp(k + _shift(i, j, pw, psize, sh, sw,
+                                                             dh, dw))])
+                tmp[np.uintp(k)] = acc
+            dst = (b * c_out + o) * oh * ow
+            for p in range(oh):
+                for q in range(ow):
+                    v = tmp[np.uintp(p * pw + q)]
+                    if relu:
+                        v = v if (v > 0 or v != v) else zero
+                    yf[np.uintp(dst + p * ow + q)] = v
+
+
+@numba.njit(inline="always")
+def _adjoint(dy, w, bias, x, pt, pl, has_bias, relu, kh, kw, sh, sw, dh, dw):
+    n, c_out, oh, ow = dy.shape
+    h, wd = x.shape[2], x.shape[3]
+    ph, pw = _planes_shape(h, wd, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw)
+    psize = ph * pw + pw
+    planes = np.empty(sh * sw * psize, x.dtype)
+    front = ((kh - 1) * dh // sh) * pw + (kw - 1) * dw // sw
+    rows = np.zeros(front + psize, x.dtype)
+    dyf, wf, xf = dy.reshape(-1), w.reshape(-1), x.reshape(-1)
+    b0 = bias[0] if has_bias else x.dtype.type(0)
+    for b in range(n):
+        planes[:] = 0
+        for o in range(c_out):
+            _to_padded_rows(dyf, (b * c_out + o) * oh * ow, oh, ow, pw, rows, front)
+            for a in range(sh):
+                for c in range(sw):
+                    start = (a * sw + c) * psize
+                    for m in range(ph * pw):
+                        acc = planes[np.uintp(start + m)]
+                        for i in range(kh):
+                            for j in range(kw):
+                                if (i * dh) % sh == a and (j * dw) % sw == c:
+                                    # x_pad[p·sh + i·dh, q·sw + j·dw] += W[o, 0, i, j] · dy[o, p, q]
+                                    acc += (wf[np.uintp((o * kh + i) * kw + j)]
+                                            * rows[np.uintp(front + m - (
+                                                ((i * dh) // sh) * pw + (j * dw) // sw))])
+                        planes[np.uintp(start + m)] = acc
+        _gather(planes, xf, b * h * wd, h, wd, psize, pw, sh, sw, pt, pl, b0, relu)
+
+
+@numba.njit(inline="always")
+def _wgrad(dy, x, dw_out, db_out, pt, pl, kh, kw, sh, sw, dh, dw):
+    n, c_out, oh, ow = dy.shape
+    h, wd = x.shape[2], x.shape[3]
+    ph, pw = _planes_shape(h, wd, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw)
+    psize = ph * pw + pw
+    planes = np.zeros(sh * sw * psize, x.dtype)
+    rows = np.zeros(oh * pw, x.dtype)
+    dyf, xf = dy.reshape(-1), x.reshape(-1)
+    dw_out[:] = 0
+    db_out[:] = 0
+    for b in range(n):
+        _scatter(xf, b * h * wd, h, wd, planes, psize, pw, sh, sw, pt, pl)
+        for o in range(c_out):
+            _to_padded_rows(dyf, (b * c_out + o) * oh * ow, oh, ow, pw, rows, 0)
+            total = dyf.dtype.type(0)
+            for k in range(oh * pw):
+                total += rows[np.uintp(k)]          # db[o] = Σ dy[o]
+            db_out[o] += total
+            for i0 in range(0, kh, 3):          # 3x3 taps a pass: dy read once for them
+                for j0 in range(0, kw, 3):
+                    _wgrad_block(rows, planes, dw_out, o, i0, j0, oh * pw, kh, kw, pw,
+                                 psize, sh, sw, dh, dw)
+
+
+@numba.njit(inline="always")
+def _wgrad_block(rows, planes, dw_out, o, i0, j0, size, kh, kw, pw, psize, sh, sw, dh, dw):
+    """dW[o, 0, i, j] += Σ_k dy_pw[k] · plane_ij[k + off_ij] for the taps i0..i0+2,
+    j0..j0+2 (those past the kernel's edge repeat its last row/column and are not
+    stored)."""
+    i1, i2 = min(i0 + 1, kh - 1), min(i0 + 2, kh - 1)
+    j1, j2 = min(j0 + 1, kw - 1), min(j0 + 2, kw - 1)
+    o00 = _shift(i0, j0, pw, psize, sh, sw, dh, dw)
+    o01 = _shift(i0, j1, pw, psize, sh, sw, dh, dw)
+    o02 = _shift(i0, j2, pw, psize, sh, sw, dh, dw)
+    o10 = _shift(i1, j0, pw, psize, sh, sw, dh, dw)
+    o11 = _shift(i1, j1, pw, psize, sh, sw, dh, dw)
+    o12 = _shift(i1, j2, pw, psize, sh, sw, dh, dw)
+    o20 = _shift(i2, j0, pw, psize, sh, sw, dh, dw)
+    o21 = _shift(i2, j1, pw, psize, sh, sw, dh, dw)
+    o22 = _shift(i2, j2, pw, psize, sh, sw, dh, dw)
+    zero = rows.dtype.type(0)
+    a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = zero
+    # dW[o, 0, i, j] = Σ_{p,q} dy[o, p, q] · x_pad[p·sh + i·dh, q·sw + j·dw]
+    for k in range(size):
+        r = rows[np.uintp(k)]
+        a00 += r * planes[np.uintp(k + o00)]
+        a01 += r * planes[np.uintp(k + o01)]
+        a02 += r * planes[np.uintp(k + o02)]
+        a10 += r * planes[np.uintp(k + o10)]
+        a11 += r * planes[np.uintp(k + o11)]
+        a12 += r * planes[np.uintp(k + o12)]
+        a20 += r * planes[np.uintp(k + o20)]
+        a21 += r * planes[np.uintp(k + o21)]
+        a22 += r * planes[np.uintp(k + o22)]
+    block = ((a00, a01, a02), (a10, a11, a12), (a20, a21, a22))
+    for di in range(3):
+        for dj in range(3):
+            if i0 + di < kh and j0 + dj < kw:
+                dw_out[o, i0 + di, j0 + dj] += block[di][dj]
+
+
+# One compiled function per kernel: the branches give the common geometries
+# constant trip counts (unrolled taps); the last one runs any geometry.
+@numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
+def _conv_c1(x, w, bias, y, sh, sw, pt, pl, dh, dw, has_bias, relu):
+    kh, kw = w.shape[2], w.shape[3]
+    if (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1):
+        _forward(x, w, bias, y, pt, pl, has_bias, relu, 3, 3, 1, 1, 1, 1)
+    elif (kh, kw, sh, sw, dh, dw) == (3, 3, 2, 2, 1, 1):
+        _forward(x, w, bias, y, pt, pl, has_bias, relu, 3, 3, 2, 2, 1, 1)
+    else:
+        _forward(x, w, bias, y, pt, pl, has_bias, relu, kh, kw, sh, sw, dh, dw)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
+def _conv_c1_adjoint(dy, w, bias, x, sh, sw, pt, pl, dh, dw, has_bias, relu):
+    kh, kw = w.shape[2], w.shape[3]
+    if (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1):
+        _adjoint(dy, w, bias, x, pt, pl, has_bias, relu, 3, 3, 1, 1, 1, 1)
+    elif (kh, kw, sh, sw, dh, dw) == (3, 3, 2, 2, 1, 1):
+        _adjoint(dy, w, bias, x, pt, pl, has_bias, relu, 3, 3, 2, 2, 1, 1)
+    else:
+        _adjoint(dy, w, bias, x, pt, pl, has_bias, relu, kh, kw, sh, sw, dh, dw)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_SUM_FLAGS)
+def _conv_c1_wgrad(dy, x, dw_out, db_out, sh, sw, pt, pl, dh, dw):
+    kh, kw = dw_out.shape[1], dw_out.shape[2]
+    if (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1):
+        _wgrad(dy, x, dw_out, db_out, pt, pl, 3, 3, 1, 1, 1, 1)
+    elif (kh, kw, sh, sw, dh, dw) == (3, 3, 2, 2, 1, 1):
+        _wgrad(dy, x, dw_out, db_out, pt, pl, 3, 3, 2, 2, 1, 1)
+    else:
+        _wgrad(dy, x, dw_out, db_out, pt, pl, kh, kw, sh, sw, dh, dw)
+
+
+def _bias_arg(bias, dtype):
+    if bias is None:
+        return np.zeros(1, dtype), False
+    return np.ascontiguousarray(bias), True
+
+
+def conv_c1(x, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False):
+    """y = conv2d(x, W) + b (then max(·, 0) with ``relu``) into ``out`` (N, C_out, oh, ow)
+    for x of shape (N, 1, H, W), contiguous; the bottom/right padding is implied by
+    ``out``'s size."""
+    b, has_bias = _bias_arg(bias, x.dtype)
+    _conv_c1(np.ascontiguousarray(x), np.ascontiguousarray(weight), b, out, sh, sw, pt, pl,
+             dil_h, dil_w, has_bias, relu)
+    return out
+
+
+def conv_c1_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False):
+    """out (N, 1, H, W) = conv2d's input gradient for dy (N, C_out, oh, ow) (+ b, then
+    max(·, 0) with ``relu``): a transposed convolution to one channel."""
+    b, has_bias = _bias_arg(bias, dy.dtype)
+    _conv_c1_adjoint(np.ascontiguousarray(dy), np.ascontiguousarray(weight), b, out,
+                     sh, sw, pt, pl, dil_h, dil_w, has_bias, relu)
+    return out
+
+
+def conv_c1_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w):
+    """(dW of shape (C_out, 1, kh, kw), db of shape (C_out,)) of y = conv2d(x, W) + b."""
+    c_out = dy.shape[1]
+    dw = np.empty((c_out, kh, kw), dtype=x.dtype)
+    db = np.empty(c_out, dtype=x.dtype)
+    _conv_c1_wgrad(np.ascontiguousarray(dy), np.ascontiguousarray(x), dw, db, sh, sw,
+                   pt, pl, dil_h, dil_w)
+    return dw.reshape(c_out, 1, kh, kw), db
