@@ -205,6 +205,13 @@ def _check_single_channel(cfg, c_out, with_bias, relu, dtype=np.float64):
     assert dw.shape == weight.shape and db.shape == (c_out,)
     assert_allclose(dw, want_dw, **tol, err_msg="dW " + msg)
     assert_allclose(db, want_db, **tol, err_msg="db " + msg)
+    # a fused ReLU's mask applied on the way: the gradients of dy ⊙ [r > 0], exactly
+    r = np.random.default_rng(cfg.seed + 5).standard_normal(dy.shape).astype(dtype)
+    r[r < -1] = -0.0
+    masked = _numba.conv_c1_wgrad(dy * (r > 0), x, cfg.kh, cfg.kw, *geometry)
+    for got, want, what in zip(_numba.conv_c1_wgrad(dy, x, cfg.kh, cfg.kw, *geometry,
+                                                    relu_out=r), masked, ("dW", "db")):
+        assert_array_equal(got, want, err_msg=f"{what} with relu_out " + msg)
 
 
 @given(cfg=im2col_configs(), c_out=st.integers(1, 3), with_bias=st.booleans(),
@@ -262,10 +269,15 @@ def test_numba_single_channel_path_of_conv_layers_equals_numpy(stride):
             y = C._conv2d(x, w, b, relu=True, **kw)
             dy = np.cos(np.arange(y.size)).reshape(y.shape)
             grads = C._conv2d_backward_kept(dy, x, w, None, relu_out=y, **kw)
+            # without dx, the mask is applied inside the weight gradient's kernel
+            grads_no_dx = C._conv2d_backward_kept(dy, x, w, None, relu_out=y,
+                                                  need_dx=False, **kw)
+            assert grads_no_dx[0] is None
+            grads = (*grads, *grads_no_dx[1:])
             yt = F.conv_transpose2d(z, w, bt, **kt)
             dyt = np.sin(np.arange(yt.size)).reshape(yt.shape)
             gt = F.conv_transpose2d_backward(dyt, z, w, **kt)
             results[name] = (y, *grads, yt, *gt)
-    names = ("y", "dx", "dW", "db", "yt", "dz", "dWt", "dbt")
+    names = ("y", "dx", "dW", "db", "dW no dx", "db no dx", "yt", "dz", "dWt", "dbt")
     for got, want, what in zip(results["numba"], results["numpy"], names):
         assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=f"{what} s{stride}")

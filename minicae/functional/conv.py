@@ -276,20 +276,27 @@ def _correlate_t(y, weight, g: ConvGeometry, h, w, bias=None, relu=False):
 
 
 def _direct_backward(weight, c_in, g: ConvGeometry):
-    """(adjoint(dy, out), wgrad(dy, x) -> (dW, db)) of the direct convolution that
-    pays for this conv2d (one output channel at stride 1, or one input channel),
-    or None: its backward without columns."""
+    """(adjoint(dy, out), wgrad(dy, x, relu_out) -> (dW, db), masks) of the direct
+    convolution that pays for this conv2d (one output channel at stride 1, or one
+    input channel), or None: its backward without columns. ``masks``: wgrad applies
+    a fused ReLU's mask itself (relu_out, or None), so that dy needs no pass of its own
+    when no input gradient is wanted (conv 1->16 backward after a ReLU, N128 28² s2,
+    one thread: 0.55 -> 0.42 ms).
+    """
     direct = _direct_kernels(weight, g)
     if direct is not None:
         args = g.kernel_args()
         return (lambda dy, out: direct.conv_direct_adjoint(dy, weight, out.shape[2],
                                                            out.shape[3], *args, out=out),
-                lambda dy, x: (direct.conv_direct_wgrad(dy, x, g.kh, g.kw, *args),
-                               dy.sum(axis=(0, 2, 3))))
+                lambda dy, x, _: (direct.conv_direct_wgrad(dy, x, g.kh, g.kw, *args),
+                                  dy.sum(axis=(0, 2, 3))),
+                False)
     c1 = _c1_kernels(c_in, g)
     if c1 is not None:
         return (lambda dy, out: c1.conv_c1_adjoint(dy, weight, None, *_c1_args(g), out),
-                lambda dy, x: c1.conv_c1_wgrad(dy, x, g.kh, g.kw, *_c1_args(g)))
+                lambda dy, x, r: c1.conv_c1_wgrad(dy, x, g.kh, g.kw, *_c1_args(g),
+                                                  relu_out=r),
+                True)
     return None
 
 
@@ -309,16 +316,20 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
     per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     if direct is not None:
-        adjoint, wgrad = direct
+        adjoint, wgrad, masks = direct
+        mask_in_wgrad = masks and not need_dx and relu_out is not None
 
         def direct_body(parts):
             # dx = W ⋆ᵀ dY, dW = Σ dY · windows of x, db = Σ dY: without columns
             dweight = dbias = None
             for part in parts:
-                dyp = _chunk_dy(dy, part, relu_out)
-                if need_dx:
-                    adjoint(dyp, dx[part])
-                dw, db = wgrad(dyp, x[part])
+                if mask_in_wgrad:
+                    dw, db = wgrad(dy[part], x[part], relu_out[part])
+                else:
+                    dyp = _chunk_dy(dy, part, relu_out)
+                    if need_dx:
+                        adjoint(dyp, dx[part])
+                    dw, db = wgrad(dyp, x[part], None)
                 dweight = dw if dweight is None else dweight + dw
                 dbias = db if dbias is None else dbias + db
             return dweight, dbias

@@ -91,6 +91,17 @@ def _to_padded_rows(dyf, base, oh, ow, pw, out, front):
 
 
 @numba.njit(inline="always")
+def _to_padded_rows_masked(dyf, rf, base, oh, ow, pw, out):
+    """dy[p, q] · [r[p, q] > 0] -> out[p*pw + q]: a fused ReLU's backward on the way
+    (dy·1 or dy·0, the products of functional.relu_backward, so the same values)."""
+    one, zero = dyf.dtype.type(1), dyf.dtype.type(0)
+    for p in range(oh):
+        for q in range(ow):
+            i = np.uintp(base + p * ow + q)
+            out[np.uintp(p * pw + q)] = dyf[i] * (one if rf[i] > 0 else zero)
+
+
+@numba.njit(inline="always")
 def _forward(x, w, bias, y, pt, pl, has_bias, relu, kh, kw, sh, sw, dh, dw):
     n, _, h, wd = x.shape
     c_out, oh, ow = y.shape[1], y.shape[2], y.shape[3]
@@ -154,20 +165,25 @@ def _adjoint(dy, w, bias, x, pt, pl, has_bias, relu, kh, kw, sh, sw, dh, dw):
 
 
 @numba.njit(inline="always")
-def _wgrad(dy, x, dw_out, db_out, pt, pl, kh, kw, sh, sw, dh, dw):
+def _wgrad(dy, relu_out, x, dw_out, db_out, pt, pl, kh, kw, sh, sw, dh, dw):
     n, c_out, oh, ow = dy.shape
     h, wd = x.shape[2], x.shape[3]
     ph, pw = _planes_shape(h, wd, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw)
     psize = ph * pw + pw
     planes = np.zeros(sh * sw * psize, x.dtype)
     rows = np.zeros(oh * pw, x.dtype)
-    dyf, xf = dy.reshape(-1), x.reshape(-1)
+    dyf, rf, xf = dy.reshape(-1), relu_out.reshape(-1), x.reshape(-1)
+    masked = relu_out.size > 0
     dw_out[:] = 0
     db_out[:] = 0
     for b in range(n):
         _scatter(xf, b * h * wd, h, wd, planes, psize, pw, sh, sw, pt, pl)
         for o in range(c_out):
-            _to_padded_rows(dyf, (b * c_out + o) * oh * ow, oh, ow, pw, rows, 0)
+            base = (b * c_out + o) * oh * ow
+            if masked:
+                _to_padded_rows_masked(dyf, rf, base, oh, ow, pw, rows)
+            else:
+                _to_padded_rows(dyf, base, oh, ow, pw, rows, 0)
             total = dyf.dtype.type(0)
             for k in range(oh * pw):
                 total += rows[np.uintp(k)]          # db[o] = Σ dy[o]
@@ -240,14 +256,14 @@ def _conv_c1_adjoint(dy, w, bias, x, sh, sw, pt, pl, dh, dw, has_bias, relu):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_SUM_FLAGS)
-def _conv_c1_wgrad(dy, x, dw_out, db_out, sh, sw, pt, pl, dh, dw):
+def _conv_c1_wgrad(dy, relu_out, x, dw_out, db_out, sh, sw, pt, pl, dh, dw):
     kh, kw = dw_out.shape[1], dw_out.shape[2]
     if (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1):
-        _wgrad(dy, x, dw_out, db_out, pt, pl, 3, 3, 1, 1, 1, 1)
+        _wgrad(dy, relu_out, x, dw_out, db_out, pt, pl, 3, 3, 1, 1, 1, 1)
     elif (kh, kw, sh, sw, dh, dw) == (3, 3, 2, 2, 1, 1):
-        _wgrad(dy, x, dw_out, db_out, pt, pl, 3, 3, 2, 2, 1, 1)
+        _wgrad(dy, relu_out, x, dw_out, db_out, pt, pl, 3, 3, 2, 2, 1, 1)
     else:
-        _wgrad(dy, x, dw_out, db_out, pt, pl, kh, kw, sh, sw, dh, dw)
+        _wgrad(dy, relu_out, x, dw_out, db_out, pt, pl, kh, kw, sh, sw, dh, dw)
 
 
 def _bias_arg(bias, dtype):
@@ -275,11 +291,13 @@ def conv_c1_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=Fa
     return out
 
 
-def conv_c1_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w):
-    """(dW of shape (C_out, 1, kh, kw), db of shape (C_out,)) of y = conv2d(x, W) + b."""
+def conv_c1_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, relu_out=None):
+    """(dW of shape (C_out, 1, kh, kw), db of shape (C_out,)) of y = conv2d(x, W) + b;
+    with ``relu_out`` (the output of a fused ReLU), dy ⊙ [relu_out > 0] in their place."""
     c_out = dy.shape[1]
     dw = np.empty((c_out, kh, kw), dtype=x.dtype)
     db = np.empty(c_out, dtype=x.dtype)
-    _conv_c1_wgrad(np.ascontiguousarray(dy), np.ascontiguousarray(x), dw, db, sh, sw,
+    mask = np.zeros(0, dy.dtype) if relu_out is None else np.ascontiguousarray(relu_out)
+    _conv_c1_wgrad(np.ascontiguousarray(dy), mask, np.ascontiguousarray(x), dw, db, sh, sw,
                    pt, pl, dil_h, dil_w)
     return dw.reshape(c_out, 1, kh, kw), db
