@@ -103,7 +103,8 @@ def test_readme_table_is_what_the_saved_runs_give():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     results = root / "benchmarks" / "results"
-    runs = [(t, [module._rows(p) for p in sorted(results.glob(f"round6_threads{t}_run*.json"))])
+    runs = [(t, [module._rows(p)
+                 for p in sorted(results.glob(f"{module.ROUND}_threads{t}_run*.json"))])
             for t in (1, 2)]
     assert all(r for _, r in runs)
     assert module.table(runs) in (root / "README.md").read_text(encoding="utf-8")
