@@ -25,7 +25,17 @@ def _all_ops(rng, *, groups):
     w1 = rng.standard_normal((1, 4, 3, 3))
     y1 = F.conv2d(x, w1, rng.standard_normal(1), padding=1)
     g1 = F.conv2d_backward(rng.standard_normal(y1.shape), x, w1, padding=1)
-    return [y, *grads, yt, *gt, y1, *g1]
+    # one input channel (conv) / one output channel (convT), 3x3 s2: the numba set's
+    # phase-plane kernels, per image group
+    xc = x[:, :1].copy()
+    wc = rng.standard_normal((6, 1, 3, 3))
+    kc = dict(stride=2, padding=1)
+    yc = F.conv2d(xc, wc, rng.standard_normal(6), **kc)
+    gc = F.conv2d_backward(rng.standard_normal(yc.shape), xc, wc, **kc)
+    ytc = F.conv_transpose2d(yc, wc, rng.standard_normal(1), output_padding=1, **kc)
+    gtc = F.conv_transpose2d_backward(rng.standard_normal(ytc.shape), yc, wc,
+                                      output_padding=1, **kc)
+    return [y, *grads, yt, *gt, y1, *g1, yc, *gc, ytc, *gtc]
 
 
 @pytest.fixture

@@ -16,6 +16,11 @@ Everything here is built from three products on one im2col/col2im pair:
 so the transposed convolution is the adjoint of the convolution by
 construction, not by a second copy of the index maths.
 
+Two shapes skip the columns on the Numba backend (see ``_direct_kernels`` and
+``_c1_kernels``): one output channel at stride 1 (the GEMM would be a
+matrix-vector product) and one input channel (a CAE's first layer, and the
+transposed convolution back to one channel), both per image group on threads.
+
 The columns are kept in GEMM layout (C_in, kh, kw, n, oh, ow): reshaped to
 (K, n*P) they are one operand, so a whole chunk of images is one matrix
 product per group; outputs and gradients are transposed to (C, n*P) and back
