@@ -29,12 +29,9 @@ import numpy as np
 
 __all__ = ["conv_c1", "conv_c1_adjoint", "conv_c1_wgrad", "C1_GEOMETRIES"]
 
-# (kh, kw, sh, sw, dil_h, dil_w) compiled with constant trip counts, where
-# functional/conv.py takes these kernels. Conv N128
-# 1->16 28² k3 s2 p1 forward, one thread: runtime geometry 0.42 ms, constant
-# 0.28 ms, im2col + GEMM 0.46 ms (benchmarks/README.md, round 7).
-C1_GEOMETRIES = ((3, 3, 1, 1, 1, 1), (3, 3, 2, 2, 1, 1))
-
+# Conv N128 1->16 28² k3 s2 p1 forward, one thread: taps at run time 0.42 ms,
+# constant (C1_GEOMETRIES, below) 0.28 ms, im2col + GEMM 0.46 ms
+# (benchmarks/README.md, round 7).
 _FLAGS = {"contract"}               # FMA; no reassociation in forward and adjoint
 _SUM_FLAGS = {"contract", "reassoc"}  # the weight gradient's sums over k vectorize
 
@@ -231,39 +228,63 @@ def _wgrad_block(rows, planes, dw_out, o, i0, j0, size, kh, kw, pw, psize, sh, s
                 dw_out[o, i0 + di, j0 + dj] += block[di][dj]
 
 
-# One compiled function per kernel: the branches give the common geometries
-# constant trip counts (unrolled taps); the last one runs any geometry.
+# One compiled function per kernel and geometry, each compiled on first use and
+# cached on disk: the geometries of C1_GEOMETRIES get constant trip counts
+# (unrolled taps), any other runs the same loops with its sizes at run time. (One
+# function with a branch per geometry compiled them all at once: the strided
+# CAE's first step on a cold cache took 16.7 s, against 3.5 s before round 7.)
 @numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
-def _conv_c1(x, w, bias, y, sh, sw, pt, pl, dh, dw, has_bias, relu):
-    kh, kw = w.shape[2], w.shape[3]
-    if (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1):
-        _forward(x, w, bias, y, pt, pl, has_bias, relu, 3, 3, 1, 1, 1, 1)
-    elif (kh, kw, sh, sw, dh, dw) == (3, 3, 2, 2, 1, 1):
-        _forward(x, w, bias, y, pt, pl, has_bias, relu, 3, 3, 2, 2, 1, 1)
-    else:
-        _forward(x, w, bias, y, pt, pl, has_bias, relu, kh, kw, sh, sw, dh, dw)
+def _forward_3x3_s1(x, w, bias, y, pt, pl, has_bias, relu, sh, sw, dh, dw):
+    _forward(x, w, bias, y, pt, pl, has_bias, relu, 3, 3, 1, 1, 1, 1)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
-def _conv_c1_adjoint(dy, w, bias, x, sh, sw, pt, pl, dh, dw, has_bias, relu):
-    kh, kw = w.shape[2], w.shape[3]
-    if (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1):
-        _adjoint(dy, w, bias, x, pt, pl, has_bias, relu, 3, 3, 1, 1, 1, 1)
-    elif (kh, kw, sh, sw, dh, dw) == (3, 3, 2, 2, 1, 1):
-        _adjoint(dy, w, bias, x, pt, pl, has_bias, relu, 3, 3, 2, 2, 1, 1)
-    else:
-        _adjoint(dy, w, bias, x, pt, pl, has_bias, relu, kh, kw, sh, sw, dh, dw)
+def _forward_3x3_s2(x, w, bias, y, pt, pl, has_bias, relu, sh, sw, dh, dw):
+    _forward(x, w, bias, y, pt, pl, has_bias, relu, 3, 3, 2, 2, 1, 1)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
+def _forward_any(x, w, bias, y, pt, pl, has_bias, relu, sh, sw, dh, dw):
+    _forward(x, w, bias, y, pt, pl, has_bias, relu, w.shape[2], w.shape[3], sh, sw, dh, dw)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
+def _adjoint_3x3_s1(dy, w, bias, x, pt, pl, has_bias, relu, sh, sw, dh, dw):
+    _adjoint(dy, w, bias, x, pt, pl, has_bias, relu, 3, 3, 1, 1, 1, 1)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
+def _adjoint_3x3_s2(dy, w, bias, x, pt, pl, has_bias, relu, sh, sw, dh, dw):
+    _adjoint(dy, w, bias, x, pt, pl, has_bias, relu, 3, 3, 2, 2, 1, 1)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
+def _adjoint_any(dy, w, bias, x, pt, pl, has_bias, relu, sh, sw, dh, dw):
+    _adjoint(dy, w, bias, x, pt, pl, has_bias, relu, w.shape[2], w.shape[3], sh, sw, dh,
+             dw)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_SUM_FLAGS)
-def _conv_c1_wgrad(dy, relu_out, x, dw_out, db_out, sh, sw, pt, pl, dh, dw):
-    kh, kw = dw_out.shape[1], dw_out.shape[2]
-    if (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1):
-        _wgrad(dy, relu_out, x, dw_out, db_out, pt, pl, 3, 3, 1, 1, 1, 1)
-    elif (kh, kw, sh, sw, dh, dw) == (3, 3, 2, 2, 1, 1):
-        _wgrad(dy, relu_out, x, dw_out, db_out, pt, pl, 3, 3, 2, 2, 1, 1)
-    else:
-        _wgrad(dy, relu_out, x, dw_out, db_out, pt, pl, kh, kw, sh, sw, dh, dw)
+def _wgrad_3x3_s1(dy, relu_out, x, dw_out, db_out, pt, pl, sh, sw, dh, dw):
+    _wgrad(dy, relu_out, x, dw_out, db_out, pt, pl, 3, 3, 1, 1, 1, 1)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_SUM_FLAGS)
+def _wgrad_3x3_s2(dy, relu_out, x, dw_out, db_out, pt, pl, sh, sw, dh, dw):
+    _wgrad(dy, relu_out, x, dw_out, db_out, pt, pl, 3, 3, 2, 2, 1, 1)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_SUM_FLAGS)
+def _wgrad_any(dy, relu_out, x, dw_out, db_out, pt, pl, sh, sw, dh, dw):
+    _wgrad(dy, relu_out, x, dw_out, db_out, pt, pl, dw_out.shape[1], dw_out.shape[2], sh,
+           sw, dh, dw)
+
+
+# (kh, kw, sh, sw, dil_h, dil_w) -> (forward, adjoint, weight gradient)
+_COMPILED = {(3, 3, 1, 1, 1, 1): (_forward_3x3_s1, _adjoint_3x3_s1, _wgrad_3x3_s1),
+             (3, 3, 2, 2, 1, 1): (_forward_3x3_s2, _adjoint_3x3_s2, _wgrad_3x3_s2)}
+_ANY = (_forward_any, _adjoint_any, _wgrad_any)
+C1_GEOMETRIES = tuple(_COMPILED)
 
 
 def _bias_arg(bias, dtype):
@@ -277,8 +298,9 @@ def conv_c1(x, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False):
     for x of shape (N, 1, H, W), contiguous; the bottom/right padding is implied by
     ``out``'s size."""
     b, has_bias = _bias_arg(bias, x.dtype)
-    _conv_c1(np.ascontiguousarray(x), np.ascontiguousarray(weight), b, out, sh, sw, pt, pl,
-             dil_h, dil_w, has_bias, relu)
+    kernel = _COMPILED.get((*weight.shape[2:], sh, sw, dil_h, dil_w), _ANY)[0]
+    kernel(np.ascontiguousarray(x), np.ascontiguousarray(weight), b, out, pt, pl, has_bias,
+           relu, sh, sw, dil_h, dil_w)
     return out
 
 
@@ -286,8 +308,9 @@ def conv_c1_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=Fa
     """out (N, 1, H, W) = conv2d's input gradient for dy (N, C_out, oh, ow) (+ b, then
     max(·, 0) with ``relu``): a transposed convolution to one channel."""
     b, has_bias = _bias_arg(bias, dy.dtype)
-    _conv_c1_adjoint(np.ascontiguousarray(dy), np.ascontiguousarray(weight), b, out,
-                     sh, sw, pt, pl, dil_h, dil_w, has_bias, relu)
+    kernel = _COMPILED.get((*weight.shape[2:], sh, sw, dil_h, dil_w), _ANY)[1]
+    kernel(np.ascontiguousarray(dy), np.ascontiguousarray(weight), b, out, pt, pl, has_bias,
+           relu, sh, sw, dil_h, dil_w)
     return out
 
 
@@ -297,7 +320,10 @@ def conv_c1_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, relu_out=None):
     c_out = dy.shape[1]
     dw = np.empty((c_out, kh, kw), dtype=x.dtype)
     db = np.empty(c_out, dtype=x.dtype)
-    mask = np.zeros(0, dy.dtype) if relu_out is None else np.ascontiguousarray(relu_out)
-    _conv_c1_wgrad(np.ascontiguousarray(dy), mask, np.ascontiguousarray(x), dw, db, sh, sw,
-                   pt, pl, dil_h, dil_w)
+    # no mask: an empty array of the same type (one compiled signature for both)
+    mask = (np.zeros((0, 0, 0, 0), dy.dtype) if relu_out is None
+            else np.ascontiguousarray(relu_out))
+    kernel = _COMPILED.get((kh, kw, sh, sw, dil_h, dil_w), _ANY)[2]
+    kernel(np.ascontiguousarray(dy), mask, np.ascontiguousarray(x), dw, db, pt, pl, sh, sw,
+           dil_h, dil_w)
     return dw.reshape(c_out, 1, kh, kw), db
