@@ -20,13 +20,19 @@ class DataFileNotFoundError(DataError, FileNotFoundError):
     """A data file or directory does not exist (a DataError and a FileNotFoundError)."""
 
 
-def existing_file(path, *, where, what="a file"):
-    """Return ``Path(path)`` if it is an existing file, else raise naming it."""
+def _existing(path, where, what):
+    """``Path(path)``, or DataFileNotFoundError naming it when it does not exist."""
     path = Path(os.fspath(path))
     if not path.exists():
         raise DataFileNotFoundError(
             f"{where}: expected {what}, got {str(path)!r}, which does not exist. "
             f"Check the path (relative paths start at {os.getcwd()!r}).")
+    return path
+
+
+def existing_file(path, *, where, what="a file"):
+    """Return ``Path(path)`` if it is an existing file, else raise naming it."""
+    path = _existing(path, where, what)
     if not path.is_file():
         raise DataError(f"{where}: expected {what}, got {str(path)!r}, which is a "
                         f"directory or a special file.")
@@ -35,11 +41,7 @@ def existing_file(path, *, where, what="a file"):
 
 def existing_dir(path, *, where, what="a directory"):
     """Return ``Path(path)`` if it is an existing directory, else raise naming it."""
-    path = Path(os.fspath(path))
-    if not path.exists():
-        raise DataFileNotFoundError(
-            f"{where}: expected {what}, got {str(path)!r}, which does not exist. "
-            f"Check the path (relative paths start at {os.getcwd()!r}).")
+    path = _existing(path, where, what)
     if not path.is_dir():
         raise DataError(f"{where}: expected {what}, got {str(path)!r}, which is a file.")
     return path

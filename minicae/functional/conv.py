@@ -111,9 +111,17 @@ def _chunk_groups(n, bytes_per_image):
 
 
 def _sum_partials(results):
-    """(Σ dW, Σ db) over the groups' partial sums, in group order."""
-    dweight, dbias = results[0]
-    for dw, db in results[1:]:
+    """(Σ dW, Σ db) from the groups' lists of per-chunk (dW, db): each group's chunks
+    added in chunk order, then the groups in group order."""
+    totals = []
+    for chunks in results:
+        dweight, dbias = chunks[0]
+        for dw, db in chunks[1:]:
+            dweight = dweight + dw
+            dbias = dbias + db
+        totals.append((dweight, dbias))
+    dweight, dbias = totals[0]
+    for dw, db in totals[1:]:
         dweight = dweight + dw
         dbias = dbias + db
     return dweight, dbias
@@ -326,7 +334,7 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
 
         def direct_body(parts):
             # dx = W ⋆ᵀ dY, dW = Σ dY · windows of x, db = Σ dY: without columns
-            dweight = dbias = None
+            partials = []
             for part in parts:
                 if mask_in_wgrad:
                     dw, db = wgrad(dy[part], x[part], relu_out[part])
@@ -335,9 +343,8 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
                     if need_dx:
                         adjoint(dyp, dx[part])
                     dw, db = wgrad(dyp, x[part], None)
-                dweight = dw if dweight is None else dweight + dw
-                dbias = db if dbias is None else dbias + db
-            return dweight, dbias
+                partials.append((dw, db))
+            return partials
 
         dweight, dbias = _sum_partials(run_groups(direct_body,
                                                   *_direct_groups(n, per_image)))
@@ -346,7 +353,7 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
     small_k = _small_k(weight.reshape(g.groups, c_out // g.groups, -1))
 
     def body(parts):
-        dweight = dbias = None
+        partials = []
         for part in parts:
             dyp = _chunk_dy(dy, part, relu_out)
             dy_kn = None
@@ -365,9 +372,8 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
                 # dL/dW_g += dY_g · cols_gᵀ ; dL/db = Σ_{n,p} dY
                 dw = _matmul_nt(dy_kn, cols)
                 db = dy_kn.reshape(c_out, -1).sum(axis=1)
-            dweight = dw if dweight is None else dweight + dw
-            dbias = db if dbias is None else dbias + db
-        return dweight, dbias
+            partials.append((dw, db))
+        return partials
 
     # per-thread partial sums of dW and db, added in chunk order at the end
     dweight, dbias = _sum_partials(run_groups(body, *_chunk_groups(n, per_image)))
@@ -388,7 +394,7 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None):
     c1 = _c1_kernels(c_out, g)
     if c1 is not None:           # one output channel: phase planes of dY, no columns
         def c1_body(parts):
-            dweight = dbias = None
+            partials = []
             for part in parts:
                 dyp = _chunk_dy(dy, part, relu_out)
                 if need_dx:                                      # dx = W ⋆ dY
@@ -396,16 +402,15 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None):
                 # dW[c, 0, i, j] = Σ x[c] · dY_pad[i + s·p, j + s·q] ; db = Σ dY
                 dw, _ = c1.conv_c1_wgrad(x[part], dyp, g.kh, g.kw, *_c1_args(g))
                 db = dyp.sum(axis=(0, 2, 3))
-                dweight = dw if dweight is None else dweight + dw
-                dbias = db if dbias is None else dbias + db
-            return dweight, dbias
+                partials.append((dw, db))
+            return partials
 
         dweight, dbias = _sum_partials(run_groups(c1_body, *_direct_groups(n, per_image)))
         return dx, dweight.reshape(weight.shape), dbias
     w_mat = _w_mat(weight, g.groups)                             # (g, c_in/g, K)
 
     def body(parts):
-        dweight = dbias = None
+        partials = []
         for part in parts:
             dyp = _chunk_dy(dy, part, relu_out)
             cols = _columns(dyp, g, h, w)                        # (g, K, m*h*w)
@@ -415,9 +420,8 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None):
             dw = (_wgrad_per_image(x[part], cols) if _small_k(w_mat)
                   else _matmul_nt(_to_kn(x[part], g.groups), cols))
             db = dyp.sum(axis=(0, 2, 3))
-            dweight = dw if dweight is None else dweight + dw
-            dbias = db if dbias is None else dbias + db
-        return dweight, dbias
+            partials.append((dw, db))
+        return partials
 
     dweight, dbias = _sum_partials(run_groups(body, *_chunk_groups(n, per_image)))
     return dx, dweight.reshape(weight.shape), dbias
