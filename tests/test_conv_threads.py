@@ -35,7 +35,13 @@ def _all_ops(rng, *, groups):
     ytc = F.conv_transpose2d(yc, wc, rng.standard_normal(1), output_padding=1, **kc)
     gtc = F.conv_transpose2d_backward(rng.standard_normal(ytc.shape), yc, wc,
                                       output_padding=1, **kc)
-    return [y, *grads, yt, *gt, y1, *g1, yc, *gc, ytc, *gtc]
+    # stride 1 with several channels: the numba set's SIMD kernels, per image group
+    ks = dict(padding=1, groups=groups)
+    ys = F.conv2d(x, w, rng.standard_normal(6), **ks)
+    gs = F.conv2d_backward(rng.standard_normal(ys.shape), x, w, **ks)
+    yts = F.conv_transpose2d(x, wt, rng.standard_normal(6), **ks)
+    gts = F.conv_transpose2d_backward(rng.standard_normal(yts.shape), x, wt, **ks)
+    return [y, *grads, yt, *gt, y1, *g1, yc, *gc, ytc, *gtc, ys, *gs, yts, *gts]
 
 
 @pytest.fixture

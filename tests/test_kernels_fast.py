@@ -15,6 +15,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from strategies import im2col_configs
 
 from minicae import backend as backend_mod
+from minicae.functional import _direct
 from minicae import to_device, to_numpy
 
 
@@ -126,7 +127,7 @@ def test_numba_direct_path_of_conv2d_equals_numpy(padding):
     for name in ("numpy", "numba"):
         with backend_mod.use_backend(name):
             if name == "numba":
-                assert F.conv._direct_kernels(weight, F.conv_geometry(
+                assert _direct._direct_kernels(weight, F.conv_geometry(
                     (3, 2), 1, padding, 1, 1, where="test")) is not None
             y = F.conv2d(x, weight, bias, padding=padding)
             dy = np.cos(np.arange(y.size)).reshape(y.shape)
@@ -265,7 +266,7 @@ def test_numba_single_channel_path_of_conv_layers_equals_numpy(stride):
         with backend_mod.use_backend(name):
             if name == "numba":
                 g = F.conv_geometry((3, 3), stride, 1, 1, 1, where="test")
-                assert C._c1_kernels(1, g) is not None
+                assert _direct._c1_kernels(1, g) is not None
             y = C._conv2d(x, w, b, relu=True, **kw)
             dy = np.cos(np.arange(y.size)).reshape(y.shape)
             grads = C._conv2d_backward_kept(dy, x, w, None, relu_out=y, **kw)

@@ -16,10 +16,9 @@ Everything here is built from three products on one im2col/col2im pair:
 so the transposed convolution is the adjoint of the convolution by
 construction, not by a second copy of the index maths.
 
-Two shapes skip the columns on the Numba backend (see ``_direct_kernels`` and
-``_c1_kernels``): one output channel at stride 1 (the GEMM would be a
-matrix-vector product) and one input channel (a CAE's first layer, and the
-transposed convolution back to one channel), both per image group on threads.
+Some shapes skip the columns on the Numba backend (``_direct``): one output
+channel at stride 1, one input channel, and every other stride-1 convolution
+(register-blocked SIMD loops), all per image group on threads.
 
 The columns are kept in GEMM layout (C_in, kh, kw, n, oh, ow): reshaped to
 (K, n*P) they are one operand, so a whole chunk of images is one matrix
@@ -40,6 +39,7 @@ from __future__ import annotations
 
 from .._validation import as_pair, check_positive_int
 from ..errors import ShapeError
+from . import _direct
 from ._common import active, check_input, check_same_dtype
 from ._gemm import (_chunk_dy, _matmul, _matmul_nt, _product_nchw,
                     _relu_inplace, _small_k, _to_kn, _wgrad_per_image, _work)
@@ -166,39 +166,6 @@ def _per_image(c, g, oh, ow, itemsize):
     return c * g.kh * g.kw * oh * ow * itemsize
 
 
-def _direct_kernels(weight, g: ConvGeometry):
-    """The active kernels when their direct convolution pays for this conv2d, else None.
-
-    Measured rule (benchmarks/README.md, round 2): one output channel, one
-    group, stride 1 -- the GEMM is then a matrix-vector product and the columns
-    (K times the input) cost more than the product.
-    """
-    kernels = active().kernels
-    if (kernels.conv_direct is None or g.groups != 1 or weight.shape[0] != 1
-            or (g.sh, g.sw) != (1, 1)):
-        return None
-    return kernels
-
-
-def _c1_kernels(c_in, g: ConvGeometry):
-    """The active kernels when their one-input-channel direct convolution pays
-    for this geometry (``c_in`` = the convolution's input channels), else None.
-
-    Measured (one thread, N128 1->16 28² k3 s2 p1; benchmarks/README.md, round
-    7): forward 0.46 -> 0.24 ms, input gradient 0.28 ms where col2im's whole
-    backward took 1.0, weight gradient 0.38 -> 0.25 ms.
-    """
-    kernels = active().kernels
-    if (kernels.conv_c1 is None or c_in != 1 or g.groups != 1
-            or (g.kh, g.kw, g.sh, g.sw, g.dil_h, g.dil_w) not in kernels.c1_geometries):
-        return None
-    return kernels
-
-
-def _c1_args(g: ConvGeometry):
-    return g.sh, g.sw, g.pt, g.pl, g.dil_h, g.dil_w
-
-
 def _direct_groups(n, per_image):
     """The images of a direct convolution: one group per thread when
     :func:`_chunk_groups` would use threads for the columns this call does
@@ -228,24 +195,14 @@ def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None, relu=Fa
     xp = active().xp
     n, c_in = x.shape[:2]
     y = xp.empty((n, weight.shape[0], oh, ow), dtype=x.dtype)
-    direct = _direct_kernels(weight, g)
+    direct = _direct.forward(x, weight, g)
     per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
     if direct is not None:                   # y = W ⋆ x + b, without columns
         def direct_body(parts):
             for part in parts:
-                direct.conv_direct(x[part], weight, bias, *g.kernel_args(), out=y[part])
-                if relu:
-                    _relu_inplace(y[part])
+                direct(x[part], bias, y[part], relu)
 
         run_groups(direct_body, *_direct_groups(n, per_image))
-        return y
-    c1 = _c1_kernels(c_in, g)
-    if c1 is not None:                       # y = W ⋆ x + b from phase planes
-        def c1_body(parts):
-            for part in parts:
-                c1.conv_c1(x[part], weight, bias, *_c1_args(g), y[part], relu=relu)
-
-        run_groups(c1_body, *_direct_groups(n, per_image))
         return y
     w_mat = _w_mat(weight, g.groups)                             # (g, c_out/g, K)
 
@@ -266,13 +223,13 @@ def _correlate_t(y, weight, g: ConvGeometry, h, w, bias=None, relu=False):
     c_in = weight.shape[1] * g.groups
     x = xp.empty((n, c_in, h, w), dtype=y.dtype)
     per_image = _per_image(c_in, g, oh, ow, y.dtype.itemsize)
-    c1 = _c1_kernels(c_in, g)
-    if c1 is not None:                       # x = Wᵀ ⋆ y (+ b) into phase planes
-        def c1_body(parts):
+    direct = _direct.adjoint(y, weight, g, c_in)
+    if direct is not None:                   # x = Wᵀ ⋆ y (+ b), without columns
+        def direct_body(parts):
             for part in parts:
-                c1.conv_c1_adjoint(y[part], weight, bias, *_c1_args(g), x[part], relu=relu)
+                direct(y[part], bias, x[part], relu)
 
-        run_groups(c1_body, *_direct_groups(n, per_image))
+        run_groups(direct_body, *_direct_groups(n, per_image))
         return x
     w_mat = _w_mat(weight, g.groups)
 
@@ -288,31 +245,6 @@ def _correlate_t(y, weight, g: ConvGeometry, h, w, bias=None, relu=False):
     return x
 
 
-def _direct_backward(weight, c_in, g: ConvGeometry):
-    """(adjoint(dy, out), wgrad(dy, x, relu_out) -> (dW, db), masks) of the direct
-    convolution that pays for this conv2d (one output channel at stride 1, or one
-    input channel), or None: its backward without columns. ``masks``: wgrad applies
-    a fused ReLU's mask itself (relu_out, or None), so that dy needs no pass of its own
-    when no input gradient is wanted (conv 1->16 backward after a ReLU, N128 28² s2,
-    one thread: 0.55 -> 0.42 ms).
-    """
-    direct = _direct_kernels(weight, g)
-    if direct is not None:
-        args = g.kernel_args()
-        return (lambda dy, out: direct.conv_direct_adjoint(dy, weight, out.shape[2],
-                                                           out.shape[3], *args, out=out),
-                lambda dy, x, _: (direct.conv_direct_wgrad(dy, x, g.kh, g.kw, *args),
-                                  dy.sum(axis=(0, 2, 3))),
-                False)
-    c1 = _c1_kernels(c_in, g)
-    if c1 is not None:
-        return (lambda dy, out: c1.conv_c1_adjoint(dy, weight, None, *_c1_args(g), out),
-                lambda dy, x, r: c1.conv_c1_wgrad(dy, x, g.kh, g.kw, *_c1_args(g),
-                                                  relu_out=r),
-                True)
-    return None
-
-
 def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_out=None):
     """(dx, dW, db) of y = conv(x, W) in one pass over the chunks.
 
@@ -325,7 +257,7 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
     xp = active().xp
     n, c_out, oh, ow = dy.shape
     c_in = x.shape[1]
-    direct = _direct_backward(weight, c_in, g)
+    direct = _direct.conv_backward(x, weight, g)
     per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     if direct is not None:
@@ -391,21 +323,21 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None):
     c_in, h, w = x.shape[1:]
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     per_image = _per_image(c_out, g, h, w, x.dtype.itemsize)
-    c1 = _c1_kernels(c_out, g)
-    if c1 is not None:           # one output channel: phase planes of dY, no columns
-        def c1_body(parts):
+    direct = _direct.conv_t_backward(x, dy, weight, g)
+    if direct is not None:       # dx = W ⋆ dY and dW = Σ x ⋆ dY, without columns
+        forward, wgrad = direct
+
+        def direct_body(parts):
             partials = []
             for part in parts:
                 dyp = _chunk_dy(dy, part, relu_out)
-                if need_dx:                                      # dx = W ⋆ dY
-                    c1.conv_c1(dyp, weight, None, *_c1_args(g), dx[part])
-                # dW[c, 0, i, j] = Σ x[c] · dY_pad[i + s·p, j + s·q] ; db = Σ dY
-                dw, _ = c1.conv_c1_wgrad(x[part], dyp, g.kh, g.kw, *_c1_args(g))
-                db = dyp.sum(axis=(0, 2, 3))
-                partials.append((dw, db))
+                if need_dx:
+                    forward(dyp, dx[part])
+                partials.append((wgrad(x[part], dyp), dyp.sum(axis=(0, 2, 3))))
             return partials
 
-        dweight, dbias = _sum_partials(run_groups(c1_body, *_direct_groups(n, per_image)))
+        dweight, dbias = _sum_partials(run_groups(direct_body,
+                                                  *_direct_groups(n, per_image)))
         return dx, dweight.reshape(weight.shape), dbias
     w_mat = _w_mat(weight, g.groups)                             # (g, c_in/g, K)
 
@@ -691,8 +623,7 @@ def _conv2d_keeping_columns(x, weight, bias=None, *, stride=1, padding=0, dilati
     """
     g, oh, ow = _checked_conv2d(x, weight, bias, stride, padding, dilation, groups)
     nbytes = x.shape[0] * _per_image(x.shape[1], g, oh, ow, x.dtype.itemsize)
-    if (nbytes > _KEEP_MAX_BYTES or _direct_kernels(weight, g) is not None
-            or _c1_kernels(x.shape[1], g) is not None):
+    if nbytes > _KEEP_MAX_BYTES or _direct.forward(x, weight, g) is not None:
         return _correlate(x, weight, g, oh, ow, bias, relu=relu), None
     size = nbytes // x.dtype.itemsize
     xp = active().xp

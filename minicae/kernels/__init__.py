@@ -30,6 +30,12 @@ filled instead of allocating.
     (optional) a convolution with one input channel without columns, and
     ``C1_GEOMETRIES``, the (kh, kw, sh, sw, dil_h, dil_w) where it pays (Numba only).
 
+``conv_s1(x, W, b, pt, pl, dil_h, dil_w, out, relu=False)``,
+``conv_s1_adjoint(dy, W, pt, pl, dil_h, dil_w, out, bias=None, relu=False)``,
+``conv_s1_wgrad(dy, x, kh, kw, pt, pl, dil_h, dil_w) -> dW``
+    (optional) a convolution at stride 1 without columns (groups 1; float32 and
+    float64): output, transposed convolution (input gradient), weight gradient.
+
 ``CHUNK_BYTES`` (optional module constant)
     the size of the columns of one chunk of images that this backend's loops
     and GEMM handle best (the CPU caches); absent or 0: whole batches.
@@ -58,6 +64,9 @@ class KernelSet(NamedTuple):
     conv_c1_adjoint: object = None
     conv_c1_wgrad: object = None
     c1_geometries: tuple = ()
+    conv_s1: object = None               # optional stride-1 convolution, SIMD
+    conv_s1_adjoint: object = None
+    conv_s1_wgrad: object = None
 
 
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
@@ -71,4 +80,6 @@ def load_kernels(name: str) -> KernelSet:
                      *(getattr(module, f, None) for f in
                        ("conv_direct", "conv_direct_adjoint", "conv_direct_wgrad",
                         "conv_c1", "conv_c1_adjoint", "conv_c1_wgrad")),
-                     getattr(module, "C1_GEOMETRIES", ()))
+                     getattr(module, "C1_GEOMETRIES", ()),
+                     *(getattr(module, f, None) for f in
+                       ("conv_s1", "conv_s1_adjoint", "conv_s1_wgrad")))

@@ -1,0 +1,161 @@
+"""The convolutions that run without columns, and when they do (Numba backend).
+
+Three kernel families in the active kernel set replace im2col + GEMM for the
+shapes where the columns cost more than they save:
+
+* ``conv_direct*`` -- one output channel at stride 1 (the GEMM would be a
+  matrix-vector product);
+* ``conv_c1*`` -- one input channel (a CAE's first layer, and the transposed
+  convolution back to one channel), through phase planes;
+* ``conv_s1*`` -- every other stride-1 convolution, with register-blocked
+  SIMD loops (kernels/_numba_s1.py).
+
+Each function here returns the callables that conv.py runs per image group
+(one per thread), or None when the columns stay. Every rule cites the
+benchmark row that set it.
+"""
+
+from __future__ import annotations
+
+from ._common import active
+from ._gemm import _relu_inplace
+from ._geometry import ConvGeometry
+
+__all__ = ["forward", "adjoint", "conv_backward", "conv_t_backward"]
+
+
+def _direct_kernels(weight, g: ConvGeometry):
+    """The active kernels when their direct convolution pays for this conv2d, else None.
+
+    Measured rule (benchmarks/README.md, round 2): one output channel, one
+    group, stride 1 -- the GEMM is then a matrix-vector product and the columns
+    (K times the input) cost more than the product.
+    """
+    kernels = active().kernels
+    if (kernels.conv_direct is None or g.groups != 1 or weight.shape[0] != 1
+            or (g.sh, g.sw) != (1, 1)):
+        return None
+    return kernels
+
+
+def _c1_kernels(c_in, g: ConvGeometry):
+    """The active kernels when their one-input-channel direct convolution pays
+    for this geometry (``c_in`` = the convolution's input channels), else None.
+
+    Measured (one thread, N128 1->16 28² k3 s2 p1; benchmarks/README.md, round
+    7): forward 0.46 -> 0.24 ms, input gradient 0.28 ms where col2im's whole
+    backward took 1.0, weight gradient 0.38 -> 0.25 ms.
+    """
+    kernels = active().kernels
+    if (kernels.conv_c1 is None or c_in != 1 or g.groups != 1
+            or (g.kh, g.kw, g.sh, g.sw, g.dil_h, g.dil_w) not in kernels.c1_geometries):
+        return None
+    return kernels
+
+
+def _s1_kernels(x, c_in, c_out, g: ConvGeometry):
+    """The active kernels when their stride-1 SIMD convolution serves this
+    geometry (``c_in``/``c_out`` the convolution's channels), else None: groups 1,
+    stride 1, a kernel larger than 1x1, float32 or float64, and neither of the
+    two narrower kernels above takes the shape.
+
+    Measured (one thread, fwd / dx / dW, ms; benchmarks/README.md, round 8):
+    N64 16->16 28² 1.94 / 1.94 / 2.77 (119, 119, 83 GFLOP/s) where im2col + GEMM
+    took 5.0 forward and 10.7 backward; N32 64->64 32² 20.8 / 20.9 / 28.8 where
+    it took 32.3 and 52.7.
+    """
+    kernels = active().kernels
+    if (kernels.conv_s1 is None or g.groups != 1 or (g.sh, g.sw) != (1, 1)
+            or g.kh * g.kw == 1 or x.dtype.name not in ("float32", "float64")
+            or c_out == 1 or (c_in == 1 and _c1_kernels(c_in, g) is not None)):
+        return None
+    return kernels
+
+
+def _s1_args(g: ConvGeometry):
+    return g.pt, g.pl, g.dil_h, g.dil_w
+
+
+def _c1_args(g: ConvGeometry):
+    return g.sh, g.sw, g.pt, g.pl, g.dil_h, g.dil_w
+
+
+
+def forward(x, weight, g: ConvGeometry):
+    """``f(x, bias, out, relu)``: out = W ⋆ x (+ b, then max(·, 0)) for this
+    conv2d without columns, or None."""
+    direct = _direct_kernels(weight, g)
+    if direct is not None:
+        def run(xs, bias, out, relu):
+            direct.conv_direct(xs, weight, bias, *g.kernel_args(), out=out)
+            if relu:
+                _relu_inplace(out)
+        return run
+    c1 = _c1_kernels(x.shape[1], g)
+    if c1 is not None:
+        return lambda xs, bias, out, relu: c1.conv_c1(xs, weight, bias, *_c1_args(g),
+                                                      out, relu=relu)
+    s1 = _s1_kernels(x, x.shape[1], weight.shape[0], g)
+    if s1 is not None:
+        return lambda xs, bias, out, relu: s1.conv_s1(xs, weight, bias, *_s1_args(g),
+                                                      out, relu=relu)
+    return None
+
+
+def adjoint(y, weight, g: ConvGeometry, c_in):
+    """``f(y, bias, out, relu)``: out = Wᵀ ⋆ y (+ b, then max(·, 0)), the transposed
+    convolution to ``c_in`` channels without columns, or None."""
+    c1 = _c1_kernels(c_in, g)
+    if c1 is not None:
+        return lambda ys, bias, out, relu: c1.conv_c1_adjoint(ys, weight, bias,
+                                                              *_c1_args(g), out, relu=relu)
+    s1 = _s1_kernels(y, c_in, y.shape[1], g)
+    if s1 is not None:
+        return lambda ys, bias, out, relu: s1.conv_s1_adjoint(ys, weight, *_s1_args(g),
+                                                              out, bias=bias, relu=relu)
+    return None
+
+
+def conv_backward(x, weight, g: ConvGeometry):
+    """(adjoint(dy, out), wgrad(dy, x, relu_out) -> (dW, db), masks) of the direct
+    convolution that pays for this conv2d, or None: its backward without columns.
+    ``masks``: wgrad applies a fused ReLU's mask itself (relu_out, or None), so that
+    dy needs no pass of its own when no input gradient is wanted (conv 1->16 backward
+    after a ReLU, N128 28² s2, one thread: 0.55 -> 0.42 ms).
+    """
+    direct = _direct_kernels(weight, g)
+    if direct is not None:
+        args = g.kernel_args()
+        return (lambda dy, out: direct.conv_direct_adjoint(dy, weight, out.shape[2],
+                                                           out.shape[3], *args, out=out),
+                lambda dy, x, _: (direct.conv_direct_wgrad(dy, x, g.kh, g.kw, *args),
+                                  dy.sum(axis=(0, 2, 3))),
+                False)
+    c1 = _c1_kernels(x.shape[1], g)
+    if c1 is not None:
+        return (lambda dy, out: c1.conv_c1_adjoint(dy, weight, None, *_c1_args(g), out),
+                lambda dy, x, r: c1.conv_c1_wgrad(dy, x, g.kh, g.kw, *_c1_args(g),
+                                                  relu_out=r),
+                True)
+    s1 = _s1_kernels(x, x.shape[1], weight.shape[0], g)
+    if s1 is not None:
+        return (lambda dy, out: s1.conv_s1_adjoint(dy, weight, *_s1_args(g), out),
+                lambda dy, x, _: (s1.conv_s1_wgrad(dy, x, g.kh, g.kw, *_s1_args(g)),
+                                  dy.sum(axis=(0, 2, 3))),
+                False)
+    return None
+
+
+def conv_t_backward(x, dy, weight, g: ConvGeometry):
+    """(forward(dy, out), wgrad(x, dy) -> dW) of y = conv_transpose(x, W) without
+    columns, or None: dx = W ⋆ dY, the convolution, and dW[c, o] = Σ x[c] ⋆ dY[o],
+    the convolution's weight gradient with x in the place of dY."""
+    c1 = _c1_kernels(dy.shape[1], g)
+    if c1 is not None:
+        return (lambda d, out: c1.conv_c1(d, weight, None, *_c1_args(g), out),
+                lambda xs, d: c1.conv_c1_wgrad(xs, d, g.kh, g.kw, *_c1_args(g))[0])
+    s1 = _s1_kernels(x, dy.shape[1], x.shape[1], g)
+    if s1 is not None:
+        return (lambda d, out: s1.conv_s1(d, weight, None, *_s1_args(g), out),
+                lambda xs, d: s1.conv_s1_wgrad(xs, d, g.kh, g.kw, *_s1_args(g)))
+    return None

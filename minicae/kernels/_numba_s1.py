@@ -1,0 +1,267 @@
+"""Direct convolution at stride 1 with explicit SIMD vectors (Numba): the layers
+with several input and output channels, where im2col + GEMM spends as long
+copying columns as multiplying (16->16 and 64->64 3x3 convolutions).
+
+Forward, register-blocked. One output row, ``2·V`` columns wide (V lanes a
+vector, 16 float32 or 8 float64), for ``B = 8`` output channels at once is
+held in 16 vector accumulators; every tap (i, j) of every input channel c
+contributes
+
+    acc[o][v] += W[o, c, i, j] · x[c, r - pt + i·dh, q + v·V - pl + j·dw : +V]
+
+one masked vector load of x (the lanes that fall in the padding or past the
+row are not read, they count as 0) and one broadcast weight per output
+channel: 2 loads and 8 broadcasts for 16 FMAs, so the loop runs at the FMA
+units' rate instead of the load ports'. No columns are built.
+
+Input gradient. The adjoint of a stride-1 convolution is the same
+convolution of dY with the kernel flipped and its channels swapped,
+
+    dx[c, r, q] = Σ_{o,i,j} W[o, c, kh-1-i, kw-1-j] · dY_pad'[o, r + i·dh, q + j·dw]
+
+with padding pt' = dh·(kh-1) - pt, pl' = dw·(kw-1) - pl: the forward kernel
+runs it on re-packed weights.
+
+Weight gradient. dW[o, c, i, j] = Σ_{n,r,q} dY[n, o, r, q] · x[n, c, r - pt + i·dh,
+q - pl + j·dw]: for 4 output channels and 3 taps j of one row i of the
+kernel, 12 vector accumulators; per vector of dY's row, 4 loads of dY and 3
+masked loads of x serve 12 FMAs. The accumulators live in a scratch array
+between images (one load and store each per image and channel pair), and
+their lanes are summed once at the end.
+
+Derivation and checks: docs/maths.md, "Stride 1 without columns";
+tests/test_kernels_fast.py.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ._simd import lanes, vfma, vload, vrelu, vsplat, vstore, vsum
+
+__all__ = ["conv_s1", "conv_s1_adjoint", "conv_s1_wgrad"]
+
+_B = 8      # output channels per forward block (16 accumulators with 2 vectors each)
+_BW = 4     # output channels per weight-gradient block
+_JW = 3     # kernel columns per weight-gradient block (4 x 3 = 12 accumulators)
+
+
+@numba.njit(nogil=True, cache=True)
+def _pack(w, flip):
+    """W (C_out, C_in, kh, kw) as blocks (C_out/B, C_in, kh, kw, B), zero-padded to
+    whole blocks; ``flip``: the adjoint's kernel, W[c, o, kh-1-i, kw-1-j] for
+    output channel c and input channel o."""
+    a, b, kh, kw = w.shape
+    c_out, c_in = (b, a) if flip else (a, b)
+    blocks = (c_out + _B - 1) // _B
+    packed = np.zeros(blocks * c_in * kh * kw * _B, w.dtype)
+    for o in range(c_out):
+        for c in range(c_in):
+            for i in range(kh):
+                for j in range(kw):
+                    v = w[c, o, kh - 1 - i, kw - 1 - j] if flip else w[o, c, i, j]
+                    packed[((((o // _B) * c_in + c) * kh + i) * kw + j) * _B + o % _B] = v
+    return packed
+
+
+@numba.njit(inline="always")
+def _store(yf, at, first, second, v, hi0, hi1, live):
+    """One output row block of two vectors (``hi0``/``hi1`` lanes), if ``live``."""
+    if live:
+        vstore(yf, at, first, hi0)
+        vstore(yf, at + v, second, hi1)
+
+
+@numba.njit(nogil=True, cache=True)
+def _forward(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y):
+    """y = W ⋆ x (+ b, then max(·, 0)) at stride 1 from ``_pack``'s blocks."""
+    n, c_in, h, wd = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    xf = x.ravel()
+    yf = y.reshape(-1)
+    v = lanes(xf)
+    blocks = (c_out + _B - 1) // _B
+    b = np.zeros(blocks * _B, x.dtype)
+    if bias is not None:
+        b[:c_out] = bias
+    taps = kh * kw
+    plane = oh * ow
+    for img in range(n):
+        for blk in range(blocks):
+            o = blk * _B
+            last = min(c_out - o, _B)
+            for r in range(oh):
+                for q in range(0, ow, 2 * v):
+                    width = min(ow - q, 2 * v)
+                    a0 = vsplat(xf, b[o])
+                    a1 = vsplat(xf, b[o + 1])
+                    a2 = vsplat(xf, b[o + 2])
+                    a3 = vsplat(xf, b[o + 3])
+                    a4 = vsplat(xf, b[o + 4])
+                    a5 = vsplat(xf, b[o + 5])
+                    a6 = vsplat(xf, b[o + 6])
+                    a7 = vsplat(xf, b[o + 7])
+                    b0, b1, b2, b3, b4, b5, b6, b7 = a0, a1, a2, a3, a4, a5, a6, a7
+                    for j in range(kw):
+                        col = q - pl + j * dw      # input column under lane 0
+                        lo0, hi0 = -col, min(wd - col, width)
+                        lo1, hi1 = lo0 - v, hi0 - v
+                        for c in range(c_in):
+                            for i in range(kh):
+                                rr = r - pt + i * dh
+                                if rr < 0 or rr >= h:
+                                    continue
+                                at = ((img * c_in + c) * h + rr) * wd + col
+                                x0 = vload(xf, at, lo0, hi0)
+                                x1 = vload(xf, at + v, lo1, hi1)
+                                k = ((blk * c_in + c) * taps + i * kw + j) * _B
+                                s = vsplat(xf, packed[k])
+                                a0, b0 = vfma(s, x0, a0), vfma(s, x1, b0)
+                                s = vsplat(xf, packed[k + 1])
+                                a1, b1 = vfma(s, x0, a1), vfma(s, x1, b1)
+                                s = vsplat(xf, packed[k + 2])
+                                a2, b2 = vfma(s, x0, a2), vfma(s, x1, b2)
+                                s = vsplat(xf, packed[k + 3])
+                                a3, b3 = vfma(s, x0, a3), vfma(s, x1, b3)
+                                s = vsplat(xf, packed[k + 4])
+                                a4, b4 = vfma(s, x0, a4), vfma(s, x1, b4)
+                                s = vsplat(xf, packed[k + 5])
+                                a5, b5 = vfma(s, x0, a5), vfma(s, x1, b5)
+                                s = vsplat(xf, packed[k + 6])
+                                a6, b6 = vfma(s, x0, a6), vfma(s, x1, b6)
+                                s = vsplat(xf, packed[k + 7])
+                                a7, b7 = vfma(s, x0, a7), vfma(s, x1, b7)
+                    if relu:
+                        a0, a1, a2, a3 = vrelu(a0), vrelu(a1), vrelu(a2), vrelu(a3)
+                        a4, a5, a6, a7 = vrelu(a4), vrelu(a5), vrelu(a6), vrelu(a7)
+                        b0, b1, b2, b3 = vrelu(b0), vrelu(b1), vrelu(b2), vrelu(b3)
+                        b4, b5, b6, b7 = vrelu(b4), vrelu(b5), vrelu(b6), vrelu(b7)
+                    at = ((img * c_out + o) * oh + r) * ow + q
+                    hi0, hi1 = min(width, v), width - v
+                    # channels past c_out (a partial block) store nothing
+                    _store(yf, at, a0, b0, v, hi0, hi1, last > 0)
+                    _store(yf, at + plane, a1, b1, v, hi0, hi1, last > 1)
+                    _store(yf, at + 2 * plane, a2, b2, v, hi0, hi1, last > 2)
+                    _store(yf, at + 3 * plane, a3, b3, v, hi0, hi1, last > 3)
+                    _store(yf, at + 4 * plane, a4, b4, v, hi0, hi1, last > 4)
+                    _store(yf, at + 5 * plane, a5, b5, v, hi0, hi1, last > 5)
+                    _store(yf, at + 6 * plane, a6, b6, v, hi0, hi1, last > 6)
+                    _store(yf, at + 7 * plane, a7, b7, v, hi0, hi1, last > 7)
+    return y
+
+
+@numba.njit(nogil=True, cache=True)
+def _wgrad(dy, x, kh, kw, pt, pl, dh, dw):
+    """dW (C_out, C_in, kh, kw) = Σ_n dY ⋆ x at stride 1 (see the module docstring)."""
+    n, c_out, oh, ow = dy.shape
+    c_in, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    xf = x.ravel()
+    df = dy.ravel()
+    v = lanes(xf)
+    blocks = (c_out + _BW - 1) // _BW
+    jblocks = (kw + _JW - 1) // _JW
+    # 12 accumulators of v lanes per (block, c, i, j-block), kept between images
+    acc = np.zeros(blocks * c_in * kh * jblocks * 12 * v, x.dtype)
+    plane = oh * ow
+    for img in range(n):
+        for blk in range(blocks):
+            o = blk * _BW
+            last = min(c_out - o, _BW)
+            for c in range(c_in):
+                for i in range(kh):
+                    r0 = max(0, pt - i * dh)               # output rows whose
+                    r1 = min(oh, h + pt - i * dh)          # input row exists
+                    for jb in range(jblocks):
+                        at = (((blk * c_in + c) * kh + i) * jblocks + jb) * 12 * v
+                        s00 = vload(acc, at, 0, v)
+                        s01 = vload(acc, at + v, 0, v)
+                        s02 = vload(acc, at + 2 * v, 0, v)
+                        s10 = vload(acc, at + 3 * v, 0, v)
+                        s11 = vload(acc, at + 4 * v, 0, v)
+                        s12 = vload(acc, at + 5 * v, 0, v)
+                        s20 = vload(acc, at + 6 * v, 0, v)
+                        s21 = vload(acc, at + 7 * v, 0, v)
+                        s22 = vload(acc, at + 8 * v, 0, v)
+                        s30 = vload(acc, at + 9 * v, 0, v)
+                        s31 = vload(acc, at + 10 * v, 0, v)
+                        s32 = vload(acc, at + 11 * v, 0, v)
+                        j0 = jb * _JW
+                        for q in range(0, ow, v):
+                            width = min(ow - q, v)
+                            # lanes of x under each tap column: inside the row and
+                            # under an output lane; a tap past kw reads nothing
+                            col0 = q - pl + j0 * dw
+                            col1 = col0 + dw
+                            col2 = col1 + dw
+                            hi0 = min(wd - col0, width)
+                            hi1 = min(wd - col1, width) if j0 + 1 < kw else 0
+                            hi2 = min(wd - col2, width) if j0 + 2 < kw else 0
+                            w1 = width if last > 1 else 0
+                            w2 = width if last > 2 else 0
+                            w3 = width if last > 3 else 0
+                            for r in range(r0, r1):
+                                d = ((img * c_out + o) * oh + r) * ow + q
+                                d0 = vload(df, d, 0, width)
+                                d1 = vload(df, d + plane, 0, w1)
+                                d2 = vload(df, d + 2 * plane, 0, w2)
+                                d3 = vload(df, d + 3 * plane, 0, w3)
+                                t = ((img * c_in + c) * h + r - pt + i * dh) * wd
+                                x0 = vload(xf, t + col0, -col0, hi0)
+                                x1 = vload(xf, t + col1, -col1, hi1)
+                                x2 = vload(xf, t + col2, -col2, hi2)
+                                s00 = vfma(d0, x0, s00)
+                                s01 = vfma(d0, x1, s01)
+                                s02 = vfma(d0, x2, s02)
+                                s10 = vfma(d1, x0, s10)
+                                s11 = vfma(d1, x1, s11)
+                                s12 = vfma(d1, x2, s12)
+                                s20 = vfma(d2, x0, s20)
+                                s21 = vfma(d2, x1, s21)
+                                s22 = vfma(d2, x2, s22)
+                                s30 = vfma(d3, x0, s30)
+                                s31 = vfma(d3, x1, s31)
+                                s32 = vfma(d3, x2, s32)
+                        vstore(acc, at, s00, v)
+                        vstore(acc, at + v, s01, v)
+                        vstore(acc, at + 2 * v, s02, v)
+                        vstore(acc, at + 3 * v, s10, v)
+                        vstore(acc, at + 4 * v, s11, v)
+                        vstore(acc, at + 5 * v, s12, v)
+                        vstore(acc, at + 6 * v, s20, v)
+                        vstore(acc, at + 7 * v, s21, v)
+                        vstore(acc, at + 8 * v, s22, v)
+                        vstore(acc, at + 9 * v, s30, v)
+                        vstore(acc, at + 10 * v, s31, v)
+                        vstore(acc, at + 11 * v, s32, v)
+    grad = np.zeros((c_out, c_in, kh, kw), x.dtype)
+    for o in range(c_out):
+        for c in range(c_in):
+            for i in range(kh):
+                for j in range(kw):
+                    jb, jj = j // _JW, j % _JW
+                    at = ((((o // _BW) * c_in + c) * kh + i) * jblocks + jb) * 12 \
+                        + (o % _BW) * _JW + jj
+                    grad[o, c, i, j] = vsum(vload(acc, at * v, 0, v))
+    return grad
+
+
+def conv_s1(x, weight, bias, pt, pl, dil_h, dil_w, out, relu=False):
+    """out = W ⋆ x (+ b, then max(·, 0)) at stride 1, groups 1; ``out`` (N, C_out,
+    oh, ow) fixes the output size (so the bottom and right padding)."""
+    c_out, _, kh, kw = weight.shape
+    return _forward(x, _pack(weight, False), c_out, kh, kw, bias, pt, pl,
+                    dil_h, dil_w, relu, out)
+
+
+def conv_s1_adjoint(dy, weight, pt, pl, dil_h, dil_w, out, bias=None, relu=False):
+    """out = the transposed convolution of dY at stride 1 (the input gradient of
+    ``conv_s1``), (+ b, then max(·, 0)): ``out`` (N, C_in, h, w)."""
+    _, c_in, kh, kw = weight.shape
+    return _forward(dy, _pack(weight, True), c_in, kh, kw, bias,
+                    dil_h * (kh - 1) - pt, dil_w * (kw - 1) - pl, dil_h, dil_w, relu, out)
+
+
+def conv_s1_wgrad(dy, x, kh, kw, pt, pl, dil_h, dil_w):
+    """dW (C_out, C_in, kh, kw) of ``conv_s1`` from dY and x."""
+    return _wgrad(dy, x, kh, kw, pt, pl, dil_h, dil_w)

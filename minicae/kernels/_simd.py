@@ -1,0 +1,207 @@
+"""Explicit SIMD vectors for Numba kernels: a 64-byte vector type and five operations.
+
+LLVM's auto-vectorizer, left to itself, neither keeps a block of
+accumulators in registers across a reduction loop nor uses 512-bit vectors
+on CPUs that tune for 256 (benchmarks/README.md, round 6: a direct 16->16
+convolution written with scalar loops ran at 7-13 GFLOP/s). These
+intrinsics state the vectors outright: a ``Vec`` is one LLVM vector value of
+64 bytes (16 float32 or 8 float64 lanes), so a kernel that holds sixteen of
+them in local variables gets sixteen registers, and each ``vfma`` is one
+fused multiply-add instruction. On a CPU without AVX-512, LLVM splits each
+vector into two (AVX2) or four (SSE) native ones: slower, same results.
+
+    vload(a, i, lo, hi)      lanes a[i + l] for lo <= l < hi, 0 elsewhere (a masked load:
+                             the lanes outside [lo, hi) are never read)
+    vstore(a, i, v, hi)      a[i + l] = v[l] for 0 <= l < hi (a masked store)
+    vsplat(a, value)         every lane = value (a's dtype)
+    vfma(a, b, c)            a*b + c, lane by lane, one rounding
+    vsum(v)                  the sum of the lanes (in lane order, left to right)
+    lanes(a)                 how many lanes a vector of a's dtype has (a constant)
+
+``a`` is a 1-D contiguous array (a flat view of the kernel's operand); the
+indices are not bounds-checked, the kernels compute them.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+__all__ = ["vload", "vstore", "vsplat", "vfma", "vsum", "lanes", "VECTOR_BYTES"]
+
+VECTOR_BYTES = 64
+
+
+class Vec(types.Type):
+    """Numba type of one SIMD vector of ``dtype`` (VECTOR_BYTES wide)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.count = VECTOR_BYTES * 8 // dtype.bitwidth
+        super().__init__(name=f"Vec({dtype}x{self.count})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        scalar = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(scalar, fe_type.count))
+
+
+def _check_array(arr, name):
+    if not isinstance(arr, types.Array) or arr.ndim != 1 or arr.dtype not in (
+            types.float32, types.float64):
+        raise TypeError(f"{name}: expected a 1-D float32/float64 array, got {arr}")
+
+
+def _lane_mask(builder, count, lo, hi):
+    """<count x i1>: lo <= lane < hi (lo, hi intp values, clamped to [0, count]),
+    built as the bit pattern (2**hi - 1) & ~(2**lo - 1) of a count-bit integer
+    (empty when hi <= lo)."""
+    intp = lo.type
+    zero, top = ir.Constant(intp, 0), ir.Constant(intp, count)
+
+    def clamp(v):
+        v = builder.select(builder.icmp_signed("<", v, zero), zero, v)
+        return builder.select(builder.icmp_signed(">", v, top), top, v)
+
+    one = ir.Constant(intp, 1)             # count <= 16 lanes: 2**count fits
+    below_hi = builder.sub(builder.shl(one, clamp(hi)), one)
+    below_lo = builder.sub(builder.shl(one, clamp(lo)), one)
+    bits = builder.trunc(builder.and_(below_hi, builder.not_(below_lo)), ir.IntType(count))
+    return builder.bitcast(bits, ir.VectorType(ir.IntType(1), count))
+
+
+def _splat(builder, value, count):
+    vtype = ir.VectorType(value.type, count)
+    one = builder.insert_element(ir.Constant(vtype, ir.Undefined), value,
+                                 ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vtype, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), count),
+                                              [0] * count))
+
+
+def _masked(builder, op, vec, vtype, ptype):
+    """The declaration of llvm.masked.load/store for this vector type."""
+    mask = ir.VectorType(ir.IntType(1), vec.count)
+    i32 = ir.IntType(32)
+    if op == "load":
+        fnty = ir.FunctionType(vtype, [ptype, i32, mask, vtype])
+    else:
+        fnty = ir.FunctionType(ir.VoidType(), [vtype, ptype, i32, mask])
+    name = f"llvm.masked.{op}.v{vec.count}f{vec.dtype.bitwidth}.p0"
+    return cgutils.get_or_insert_function(builder.module, fnty, name)
+
+
+def _element_pointer(context, builder, arrtype, arr, index, itype):
+    ary = context.make_array(arrtype)(context, builder, arr)
+    index = context.cast(builder, index, itype, types.intp)
+    return builder.gep(ary.data, [index])
+
+
+@intrinsic
+def vload(typingctx, arr, index, lo, hi):
+    _check_array(arr, "vload")
+    vec = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        vtype = context.get_value_type(vec)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        ptr = builder.bitcast(ptr, vtype.as_pointer())
+        lo_ = context.cast(builder, args[2], sig.args[2], types.intp)
+        hi_ = context.cast(builder, args[3], sig.args[3], types.intp)
+        mask = _lane_mask(builder, vec.count, lo_, hi_)
+        fn = _masked(builder, "load", vec, vtype, ptr.type)
+        align = ir.Constant(ir.IntType(32), vec.dtype.bitwidth // 8)
+        return builder.call(fn, [ptr, align, mask, ir.Constant(vtype, None)])
+
+    return vec(arr, index, lo, hi), codegen
+
+
+@intrinsic
+def vstore(typingctx, arr, index, vec, hi):
+    _check_array(arr, "vstore")
+    if not isinstance(vec, Vec) or vec.dtype != arr.dtype:
+        raise TypeError(f"vstore: expected a Vec of {arr.dtype}, got {vec}")
+
+    def codegen(context, builder, sig, args):
+        vtype = context.get_value_type(vec)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        ptr = builder.bitcast(ptr, vtype.as_pointer())
+        zero = ir.Constant(cgutils.intp_t, 0)
+        hi_ = context.cast(builder, args[3], sig.args[3], types.intp)
+        mask = _lane_mask(builder, vec.count, zero, hi_)
+        fn = _masked(builder, "store", vec, vtype, ptr.type)
+        align = ir.Constant(ir.IntType(32), vec.dtype.bitwidth // 8)
+        builder.call(fn, [args[2], ptr, align, mask])
+        return context.get_dummy_value()
+
+    return types.none(arr, index, vec, hi), codegen
+
+
+@intrinsic
+def vsplat(typingctx, arr, value):
+    _check_array(arr, "vsplat")
+    vec = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        scalar = context.cast(builder, args[1], sig.args[1], vec.dtype)
+        return _splat(builder, scalar, vec.count)
+
+    return vec(arr, value), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    if not (isinstance(a, Vec) and a == b == c):
+        raise TypeError(f"vfma: expected three Vecs of one dtype, got {a}, {b}, {c}")
+
+    def codegen(context, builder, sig, args):
+        vtype = args[0].type
+        fnty = ir.FunctionType(vtype, [vtype] * 3)
+        fn = cgutils.get_or_insert_function(
+            builder.module, fnty, f"llvm.fma.v{a.count}f{a.dtype.bitwidth}")
+        return builder.call(fn, list(args))
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def vsum(typingctx, vec):
+    if not isinstance(vec, Vec):
+        raise TypeError(f"vsum: expected a Vec, got {vec}")
+
+    def codegen(context, builder, sig, args):
+        total = builder.extract_element(args[0], ir.Constant(ir.IntType(32), 0))
+        for i in range(1, vec.count):
+            total = builder.fadd(total, builder.extract_element(
+                args[0], ir.Constant(ir.IntType(32), i)))
+        return total
+
+    return vec.dtype(vec), codegen
+
+
+@intrinsic
+def lanes(typingctx, arr):
+    _check_array(arr, "lanes")
+    count = Vec(arr.dtype).count
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(cgutils.intp_t, count)
+
+    return types.intp(arr), codegen
+
+
+@intrinsic
+def vrelu(typingctx, vec):
+    """max(v, 0) lane by lane; NaN stays NaN (as np.maximum(v, 0))."""
+    if not isinstance(vec, Vec):
+        raise TypeError(f"vrelu: expected a Vec, got {vec}")
+
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(args[0].type, None)
+        return builder.select(builder.fcmp_ordered("<", args[0], zero), zero, args[0])
+
+    return vec(vec), codegen
