@@ -25,13 +25,13 @@ DTYPES = [np.float32, np.float64]
 
 @numba.njit
 def _masked_copy(a, at, lo, hi, out):
-    _simd.vstore(out, 0, _simd.vload(a, at, lo, hi), _simd.lanes(a))
+    _simd.vstore(out, 0, _simd.vload(a, at, lo, hi), 0, _simd.lanes(a))
     return out
 
 
 @numba.njit
-def _store_prefix(a, value, hi):
-    _simd.vstore(a, 1, _simd.vsplat(a, value), hi)
+def _store_span(a, value, lo, hi):
+    _simd.vstore(a, 1, _simd.vsplat(a, value), lo, hi)
     return a
 
 
@@ -40,7 +40,7 @@ def _fma_sum_relu(a, b, c, out):
     v = _simd.lanes(a)
     r = _simd.vfma(_simd.vload(a, 0, 0, v), _simd.vload(b, 0, 0, v),
                    _simd.vload(c, 0, 0, v))
-    _simd.vstore(out, 0, _simd.vrelu(r), v)
+    _simd.vstore(out, 0, _simd.vrelu(r), 0, v)
     return _simd.vsum(r)
 
 
@@ -76,13 +76,14 @@ def test_masked_load_never_touches_masked_lanes(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("hi", [0, 1, 5, 99])
-def test_masked_store_writes_only_the_first_hi_lanes(dtype, hi):
+@pytest.mark.parametrize("lo,hi", [(0, 0), (0, 1), (0, 5), (0, 99), (3, 7), (-2, 4), (5, 2)])
+def test_masked_store_writes_only_lanes_lo_to_hi(dtype, lo, hi):
     count = 64 // np.dtype(dtype).itemsize
     a = np.full(count + 2, 7, dtype)
-    got = _store_prefix(a, 2.5, hi)
-    k = min(hi, count)
-    assert_array_equal(got, [7] + [2.5] * k + [7] * (count + 1 - k))
+    got = _store_span(a, 2.5, lo, hi)
+    want = [7] + [2.5 if max(lo, 0) <= lane < min(hi, count) else 7
+                  for lane in range(count)] + [7]
+    assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -69,8 +69,8 @@ def _pack(w, flip):
 def _store(yf, at, first, second, v, hi0, hi1, live):
     """One output row block of two vectors (``hi0``/``hi1`` lanes), if ``live``."""
     if live:
-        vstore(yf, at, first, hi0)
-        vstore(yf, at + v, second, hi1)
+        vstore(yf, at, first, 0, hi0)
+        vstore(yf, at + v, second, 0, hi1)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -222,18 +222,18 @@ def _wgrad(dy, x, kh, kw, pt, pl, dh, dw):
                                 s30 = vfma(d3, x0, s30)
                                 s31 = vfma(d3, x1, s31)
                                 s32 = vfma(d3, x2, s32)
-                        vstore(acc, at, s00, v)
-                        vstore(acc, at + v, s01, v)
-                        vstore(acc, at + 2 * v, s02, v)
-                        vstore(acc, at + 3 * v, s10, v)
-                        vstore(acc, at + 4 * v, s11, v)
-                        vstore(acc, at + 5 * v, s12, v)
-                        vstore(acc, at + 6 * v, s20, v)
-                        vstore(acc, at + 7 * v, s21, v)
-                        vstore(acc, at + 8 * v, s22, v)
-                        vstore(acc, at + 9 * v, s30, v)
-                        vstore(acc, at + 10 * v, s31, v)
-                        vstore(acc, at + 11 * v, s32, v)
+                        vstore(acc, at, s00, 0, v)
+                        vstore(acc, at + v, s01, 0, v)
+                        vstore(acc, at + 2 * v, s02, 0, v)
+                        vstore(acc, at + 3 * v, s10, 0, v)
+                        vstore(acc, at + 4 * v, s11, 0, v)
+                        vstore(acc, at + 5 * v, s12, 0, v)
+                        vstore(acc, at + 6 * v, s20, 0, v)
+                        vstore(acc, at + 7 * v, s21, 0, v)
+                        vstore(acc, at + 8 * v, s22, 0, v)
+                        vstore(acc, at + 9 * v, s30, 0, v)
+                        vstore(acc, at + 10 * v, s31, 0, v)
+                        vstore(acc, at + 11 * v, s32, 0, v)
     grad = np.zeros((c_out, c_in, kh, kw), x.dtype)
     for o in range(c_out):
         for c in range(c_in):

@@ -12,7 +12,7 @@ vector into two (AVX2) or four (SSE) native ones: slower, same results.
 
     vload(a, i, lo, hi)      lanes a[i + l] for lo <= l < hi, 0 elsewhere (a masked load:
                              the lanes outside [lo, hi) are never read)
-    vstore(a, i, v, hi)      a[i + l] = v[l] for 0 <= l < hi (a masked store)
+    vstore(a, i, v, lo, hi)  a[i + l] = v[l] for lo <= l < hi (a masked store)
     vsplat(a, value)         every lane = value (a's dtype)
     vfma(a, b, c)            a*b + c, lane by lane, one rounding
     vsum(v)                  the sum of the lanes (in lane order, left to right)
@@ -121,7 +121,7 @@ def vload(typingctx, arr, index, lo, hi):
 
 
 @intrinsic
-def vstore(typingctx, arr, index, vec, hi):
+def vstore(typingctx, arr, index, vec, lo, hi):
     _check_array(arr, "vstore")
     if not isinstance(vec, Vec) or vec.dtype != arr.dtype:
         raise TypeError(f"vstore: expected a Vec of {arr.dtype}, got {vec}")
@@ -130,15 +130,15 @@ def vstore(typingctx, arr, index, vec, hi):
         vtype = context.get_value_type(vec)
         ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
         ptr = builder.bitcast(ptr, vtype.as_pointer())
-        zero = ir.Constant(cgutils.intp_t, 0)
-        hi_ = context.cast(builder, args[3], sig.args[3], types.intp)
-        mask = _lane_mask(builder, vec.count, zero, hi_)
+        lo_ = context.cast(builder, args[3], sig.args[3], types.intp)
+        hi_ = context.cast(builder, args[4], sig.args[4], types.intp)
+        mask = _lane_mask(builder, vec.count, lo_, hi_)
         fn = _masked(builder, "store", vec, vtype, ptr.type)
         align = ir.Constant(ir.IntType(32), vec.dtype.bitwidth // 8)
         builder.call(fn, [args[2], ptr, align, mask])
         return context.get_dummy_value()
 
-    return types.none(arr, index, vec, hi), codegen
+    return types.none(arr, index, vec, lo, hi), codegen
 
 
 @intrinsic
