@@ -267,3 +267,14 @@ def test_doc_files_are_found():
     found = {_doc_id(p) for p in DOC_FILES}
     assert "docs/maths.md" in found
     assert os.path.isdir(ROOT / "docs")
+
+
+@pytest.mark.parametrize("path", [*DOC_FILES, ROOT / "benchmarks" / "README.md"],
+                         ids=_doc_id)
+def test_docs_hold_no_control_characters(path):
+    """A LaTeX command written through a Python string ("\\bmod", "\\rfloor",
+    "\\text") turns into a backspace, carriage return or tab; none belongs in the docs."""
+    text = path.read_text(encoding="utf-8")
+    bad = [(n + 1, repr(ch)) for n, line in enumerate(text.split("\n"))
+           for ch in line if ord(ch) < 32]
+    assert not bad, f"{_doc_id(path)}: control characters at (line, char) {bad[:5]}"
