@@ -126,35 +126,61 @@ def _reference(x, weight, bias, dy, cfg):
     return y, dx, dw
 
 
-def _check_s1(cfg, c_out, with_bias, relu, dtype):
-    cfg = dataclasses.replace(cfg, sh=1, sw=1)
+def _family(name):
+    """(forward, adjoint, wgrad) of a kernel family with one calling convention:
+    f(x, W, b, cfg, out, relu), f(dy, W, b, cfg, out, relu), f(dy, x, cfg)."""
+    if name == "s1":
+        def geo(cfg):
+            return cfg.pt, cfg.pl, cfg.dil_h, cfg.dil_w
+        return (lambda x, w, b, cfg, out, relu: _numba.conv_s1(x, w, b, *geo(cfg), out,
+                                                               relu=relu),
+                lambda d, w, b, cfg, out, relu: _numba.conv_s1_adjoint(
+                    d, w, *geo(cfg), out, bias=b, relu=relu),
+                lambda d, x, cfg: _numba.conv_s1_wgrad(d, x, cfg.kh, cfg.kw, *geo(cfg)))
+
+    def geo(cfg):
+        return cfg.sh, cfg.sw, cfg.pt, cfg.pl, cfg.dil_h, cfg.dil_w
+    return (lambda x, w, b, cfg, out, relu: _numba.conv_cv(x, w, b, *geo(cfg), out,
+                                                           relu=relu),
+            lambda d, w, b, cfg, out, relu: _numba.conv_cv_adjoint(d, w, b, *geo(cfg), out,
+                                                                   relu=relu),
+            lambda d, x, cfg: _numba.conv_cv_wgrad(d, x, cfg.kh, cfg.kw, *geo(cfg)))
+
+
+def _check_family(name, cfg, c_out, with_bias, relu, dtype):
+    """A direct kernel family's forward (+ bias, ReLU), adjoint (+ bias of the input's
+    channels, ReLU) and weight gradient against the column products; stale values in
+    the outputs must be overwritten."""
+    forward, adjoint, wgrad = _family(name)
     rng = np.random.default_rng(cfg.seed + 3)
     x = rng.standard_normal((cfg.n, cfg.c, cfg.h, cfg.w)).astype(dtype)
     weight = rng.standard_normal((c_out, cfg.c, cfg.kh, cfg.kw)).astype(dtype)
     bias = rng.standard_normal(c_out).astype(dtype) if with_bias else None
-    oh = cfg.h + cfg.pt + cfg.pb - cfg.dil_h * (cfg.kh - 1)
-    ow = cfg.w + cfg.pl + cfg.pr - cfg.dil_w * (cfg.kw - 1)
+    oh = (cfg.h + cfg.pt + cfg.pb - cfg.dil_h * (cfg.kh - 1) - 1) // cfg.sh + 1
+    ow = (cfg.w + cfg.pl + cfg.pr - cfg.dil_w * (cfg.kw - 1) - 1) // cfg.sw + 1
     dy = rng.standard_normal((cfg.n, c_out, oh, ow)).astype(dtype)
     want_y, want_dx, want_dw = _reference(x, weight, bias, dy, cfg)
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == np.float64 else dict(rtol=2e-4,
                                                                        atol=2e-4)
-    geometry = (cfg.pt, cfg.pl, cfg.dil_h, cfg.dil_w)
-    msg = f"c_out={c_out} bias={with_bias} relu={relu} {dtype.__name__} {cfg}"
-    out = np.full(want_y.shape, 7.0, dtype)            # stale values must be overwritten
-    assert _numba.conv_s1(x, weight, bias, *geometry, out, relu=relu) is out
+    msg = f"{name} c_out={c_out} bias={with_bias} relu={relu} {dtype.__name__} {cfg}"
+    out = np.full(want_y.shape, 7.0, dtype)
+    assert forward(x, weight, bias, cfg, out, relu) is out
     assert_allclose(out, np.maximum(want_y, 0) if relu else want_y, **tol,
                     err_msg="y " + msg)
-    # the adjoint (the transposed convolution), with a bias of the input's channels
     b_in = rng.standard_normal(cfg.c).astype(dtype) if with_bias else None
     want_x = want_dx + (0 if b_in is None else b_in.reshape(1, -1, 1, 1))
     into = np.full(x.shape, 3.0, dtype)
-    assert _numba.conv_s1_adjoint(dy, weight, *geometry, into, bias=b_in, relu=relu) \
-        is into
+    assert adjoint(dy, weight, b_in, cfg, into, relu) is into
     assert_allclose(into, np.maximum(want_x, 0) if relu else want_x, **tol,
                     err_msg="dx " + msg)
-    dw = _numba.conv_s1_wgrad(dy, x, cfg.kh, cfg.kw, *geometry)
+    dw = wgrad(dy, x, cfg)
     assert dw.shape == weight.shape and dw.dtype == dtype
     assert_allclose(dw, want_dw, **tol, err_msg="dW " + msg)
+
+
+def _check_s1(cfg, c_out, with_bias, relu, dtype):
+    _check_family("s1", dataclasses.replace(cfg, sh=1, sw=1), c_out, with_bias, relu,
+                  dtype)
 
 
 @given(cfg=im2col_configs(max_c=5), c_out=st.integers(1, 10), with_bias=st.booleans(),
@@ -183,26 +209,29 @@ def test_stride1_simd_conv_wide_rows(dtype, w, c_out, kw, pads):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_stride1_path_of_conv_layers_equals_numpy(dtype):
-    """conv2d and conv_transpose2d at stride 1 with several channels take the SIMD
-    kernels on numba: the same values and gradients as NumPy's columns, with a
-    fused ReLU and its masked backward, with and without the input gradient."""
+@pytest.mark.parametrize("stride", [1, 2])
+def test_simd_paths_of_conv_layers_equal_numpy(dtype, stride):
+    """conv2d and conv_transpose2d with several channels take the SIMD kernels on
+    numba (stride 1: along the rows; stride 2: channels in the lanes): the same values
+    and gradients as NumPy's columns, with a fused ReLU and its masked backward, with
+    and without the input gradient."""
     from minicae import functional as F
     from minicae.functional import conv as C
 
-    rng = np.random.default_rng(11)
-    x = rng.standard_normal((5, 6, 13, 35)).astype(dtype)
+    rng = np.random.default_rng(11 + stride)
+    x = rng.standard_normal((5, 6, 14, 35)).astype(dtype)
     w = rng.standard_normal((10, 6, 3, 3)).astype(dtype)
     b = rng.standard_normal(10).astype(dtype)
-    z = rng.standard_normal((5, 10, 13, 35)).astype(dtype)
+    z = rng.standard_normal((5, 10, 7, 17)).astype(dtype)
     bt = rng.standard_normal(6).astype(dtype)
-    kw = dict(padding=1)
-    kt = dict(padding=2, dilation=2, output_padding=1)
+    kw = dict(stride=stride, padding=1)
+    kt = dict(stride=stride, padding=2 // stride, dilation=3 - stride, output_padding=1)
+    rule = _direct._s1_kernels if stride == 1 else _direct._cv_kernels
     results = {}
     for name in ("numpy", "numba"):
         with backend_mod.use_backend(name):
-            g = F.conv_geometry((3, 3), 1, 1, 1, 1, where="test")
-            assert (_direct._s1_kernels(x, 6, 10, g) is not None) == (name == "numba")
+            g = F.conv_geometry((3, 3), stride, 1, 1, 1, where="test")
+            assert (rule(x, 6, 10, g) is not None) == (name == "numba")
             y = C._conv2d(x, w, b, relu=True, **kw)
             dy = np.cos(np.arange(y.size)).reshape(y.shape).astype(dtype)
             grads = C._conv2d_backward_kept(dy, x, w, None, relu_out=y, **kw)
@@ -216,7 +245,8 @@ def test_stride1_path_of_conv_layers_equals_numpy(dtype):
     tol = 1e-10 if dtype == np.float64 else 2e-4
     for got, want, what in zip(results["numba"], results["numpy"], names):
         assert got.dtype == dtype, what
-        assert_allclose(got, want, rtol=tol, atol=tol, err_msg=f"{what} {dtype.__name__}")
+        assert_allclose(got, want, rtol=tol, atol=tol, err_msg=f"{what} s{stride} "
+                        f"{dtype.__name__}")
 
 
 def test_stride1_kernels_are_not_taken_where_they_do_not_apply():
@@ -236,3 +266,53 @@ def test_stride1_kernels_are_not_taken_where_they_do_not_apply():
         assert _direct._s1_kernels(x32, 1, 8, geo()) is None            # conv_c1's (3x3 s1)
         assert _direct._s1_kernels(x32, 1, 8, geo(k=5)) is not None     # not a c1 geometry
         assert _direct._s1_kernels(x32.astype(np.float16), 4, 8, geo()) is None
+        # strides above 1: the channel-vector kernels, except grouped and one-channel
+        assert _direct._cv_kernels(x32, 4, 8, geo(s=2)) is not None
+        assert _direct._cv_kernels(x32, 4, 8, geo()) is None
+        assert _direct._cv_kernels(x32, 4, 8, geo(s=2, groups=2)) is None
+        assert _direct._cv_kernels(x32, 1, 8, geo(s=2)) is None        # conv_c1's
+        assert _direct._cv_kernels(x32, 4, 1, geo(s=2)) is None
+
+
+@numba.njit
+def _scatter_lanes(a, at, stride, src, hi):
+    _simd.vscatter(a, at, stride, _simd.vload(src, 0, 0, _simd.lanes(src)), hi)
+    return a
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride,hi", [(1, 99), (7, 5), (3, 0), (16, 16), (2, -1)])
+def test_scatter_puts_lane_l_stride_l_apart(dtype, stride, hi):
+    count = 64 // np.dtype(dtype).itemsize
+    src = np.arange(1, count + 1, dtype=dtype)
+    a = np.zeros(3 + stride * count + 1, dtype)
+    got = _scatter_lanes(a, 3, stride, src, hi)
+    want = np.zeros_like(a)
+    for lane in range(max(0, min(hi, count))):
+        want[3 + lane * stride] = src[lane]
+    assert_array_equal(got, want)
+
+
+def _check_strided(cfg, c_out, with_bias, relu, dtype):
+    _check_family("cv", cfg, c_out, with_bias, relu, dtype)
+
+
+@given(cfg=im2col_configs(max_c=5), c_out=st.integers(1, 10), with_bias=st.booleans(),
+       relu=st.booleans())
+def test_strided_simd_conv_matches_the_column_products(cfg, c_out, with_bias, relu):
+    """conv_cv / _adjoint / _wgrad (channels in the lanes) equal W·cols + b,
+    col2im(Wᵀ·dY) + b and dY·colsᵀ at any geometry: strides 1-3, dilation,
+    asymmetric padding, kernels 1-4, partial blocks of channels and of pixels."""
+    _check_strided(cfg, c_out, with_bias, relu, np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c,c_out,hw,stride", [(16, 32, 14, 2), (3, 40, 17, 2),
+                                               (20, 5, 9, 3), (17, 33, 30, 2)])
+def test_strided_simd_conv_channel_blocks(dtype, c, c_out, hw, stride):
+    """More channels than one vector on both sides (float32: 16 lanes, float64: 8;
+    the forward's block is two vectors), rows longer than one 7-pixel block."""
+    cfg = Im2colConfig(n=2, c=c, h=hw, w=hw + 3, kh=3, kw=3, sh=stride, sw=stride,
+                       pt=1, pb=1, pl=1, pr=0, dil_h=1, dil_w=1, seed=c + hw)
+    for relu in (False, True):
+        _check_strided(cfg, c_out, True, relu, dtype)

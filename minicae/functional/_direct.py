@@ -1,6 +1,6 @@
 """The convolutions that run without columns, and when they do (Numba backend).
 
-Three kernel families in the active kernel set replace im2col + GEMM for the
+Four kernel families in the active kernel set replace im2col + GEMM for the
 shapes where the columns cost more than they save:
 
 * ``conv_direct*`` -- one output channel at stride 1 (the GEMM would be a
@@ -8,7 +8,11 @@ shapes where the columns cost more than they save:
 * ``conv_c1*`` -- one input channel (a CAE's first layer, and the transposed
   convolution back to one channel), through phase planes;
 * ``conv_s1*`` -- every other stride-1 convolution, with register-blocked
-  SIMD loops (kernels/_numba_s1.py).
+  SIMD loops along the image rows (kernels/_numba_s1.py);
+* ``conv_cv*`` -- every other strided convolution, with the channels in the
+  SIMD lanes (kernels/_numba_cv.py).
+
+Only grouped convolutions (and non-float dtypes) keep the columns on Numba.
 
 Each function here returns the callables that conv.py runs per image group
 (one per thread), or None when the columns stay. Every rule cites the
@@ -72,6 +76,25 @@ def _s1_kernels(x, c_in, c_out, g: ConvGeometry):
     return kernels
 
 
+def _cv_kernels(x, c_in, c_out, g: ConvGeometry):
+    """The active kernels when their strided SIMD convolution (the channels in the
+    lanes) serves this geometry, else None: groups 1, a stride above 1, float32 or
+    float64, and the one-channel kernels do not take the shape.
+
+    Measured (one thread, fwd / dx / dW, ms; benchmarks/README.md, round 8):
+    N128 16->32 14² s2 0.69 / 0.76 / 0.81 where im2col + GEMM took 1.40
+    forward and 2.58 backward; N64 16->16 28² s2 3.98 in all against 5.57;
+    N128 32->64 7² s2 even (3.55 vs 3.52). Two threads, strided CAE step
+    7.25-7.41 -> 5.45-5.93 ms.
+    """
+    kernels = active().kernels
+    if (kernels.conv_cv is None or g.groups != 1 or (g.sh, g.sw) == (1, 1)
+            or x.dtype.name not in ("float32", "float64") or c_out == 1
+            or (c_in == 1 and _c1_kernels(c_in, g) is not None)):
+        return None
+    return kernels
+
+
 def _s1_args(g: ConvGeometry):
     return g.pt, g.pl, g.dil_h, g.dil_w
 
@@ -99,6 +122,10 @@ def forward(x, weight, g: ConvGeometry):
     if s1 is not None:
         return lambda xs, bias, out, relu: s1.conv_s1(xs, weight, bias, *_s1_args(g),
                                                       out, relu=relu)
+    cv = _cv_kernels(x, x.shape[1], weight.shape[0], g)
+    if cv is not None:
+        return lambda xs, bias, out, relu: cv.conv_cv(xs, weight, bias, *_c1_args(g),
+                                                      out, relu=relu)
     return None
 
 
@@ -113,6 +140,10 @@ def adjoint(y, weight, g: ConvGeometry, c_in):
     if s1 is not None:
         return lambda ys, bias, out, relu: s1.conv_s1_adjoint(ys, weight, *_s1_args(g),
                                                               out, bias=bias, relu=relu)
+    cv = _cv_kernels(y, c_in, y.shape[1], g)
+    if cv is not None:
+        return lambda ys, bias, out, relu: cv.conv_cv_adjoint(ys, weight, bias,
+                                                              *_c1_args(g), out, relu=relu)
     return None
 
 
@@ -143,6 +174,12 @@ def conv_backward(x, weight, g: ConvGeometry):
                 lambda dy, x, _: (s1.conv_s1_wgrad(dy, x, g.kh, g.kw, *_s1_args(g)),
                                   dy.sum(axis=(0, 2, 3))),
                 False)
+    cv = _cv_kernels(x, x.shape[1], weight.shape[0], g)
+    if cv is not None:
+        return (lambda dy, out: cv.conv_cv_adjoint(dy, weight, None, *_c1_args(g), out),
+                lambda dy, x, _: (cv.conv_cv_wgrad(dy, x, g.kh, g.kw, *_c1_args(g)),
+                                  dy.sum(axis=(0, 2, 3))),
+                False)
     return None
 
 
@@ -158,4 +195,8 @@ def conv_t_backward(x, dy, weight, g: ConvGeometry):
     if s1 is not None:
         return (lambda d, out: s1.conv_s1(d, weight, None, *_s1_args(g), out),
                 lambda xs, d: s1.conv_s1_wgrad(xs, d, g.kh, g.kw, *_s1_args(g)))
+    cv = _cv_kernels(x, dy.shape[1], x.shape[1], g)
+    if cv is not None:
+        return (lambda d, out: cv.conv_cv(d, weight, None, *_c1_args(g), out),
+                lambda xs, d: cv.conv_cv_wgrad(xs, d, g.kh, g.kw, *_c1_args(g)))
     return None

@@ -16,9 +16,11 @@ Everything here is built from three products on one im2col/col2im pair:
 so the transposed convolution is the adjoint of the convolution by
 construction, not by a second copy of the index maths.
 
-Some shapes skip the columns on the Numba backend (``_direct``): one output
-channel at stride 1, one input channel, and every other stride-1 convolution
-(register-blocked SIMD loops), all per image group on threads.
+On the Numba backend the ungrouped float convolutions skip the columns
+(``_direct``: one output channel at stride 1, one input channel, and
+register-blocked SIMD kernels at stride 1 and at larger strides), per image
+group on threads; the columns serve NumPy, CuPy, grouped convolutions and 1x1
+kernels at stride 1.
 
 The columns are kept in GEMM layout (C_in, kh, kw, n, oh, ow): reshaped to
 (K, n*P) they are one operand, so a whole chunk of images is one matrix

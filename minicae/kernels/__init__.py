@@ -36,6 +36,12 @@ filled instead of allocating.
     (optional) a convolution at stride 1 without columns (groups 1; float32 and
     float64): output, transposed convolution (input gradient), weight gradient.
 
+``conv_cv(x, W, b, sh, sw, pt, pl, dil_h, dil_w, out, relu=False)``,
+``conv_cv_adjoint(dy, W, b, ..., out, relu=False)``,
+``conv_cv_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w) -> dW``
+    (optional) a strided convolution without columns (groups 1; float32 and
+    float64), the channels in the SIMD lanes.
+
 ``CHUNK_BYTES`` (optional module constant)
     the size of the columns of one chunk of images that this backend's loops
     and GEMM handle best (the CPU caches); absent or 0: whole batches.
@@ -67,6 +73,9 @@ class KernelSet(NamedTuple):
     conv_s1: object = None               # optional stride-1 convolution, SIMD
     conv_s1_adjoint: object = None
     conv_s1_wgrad: object = None
+    conv_cv: object = None               # optional strided convolution, SIMD channels
+    conv_cv_adjoint: object = None
+    conv_cv_wgrad: object = None
 
 
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
@@ -82,4 +91,5 @@ def load_kernels(name: str) -> KernelSet:
                         "conv_c1", "conv_c1_adjoint", "conv_c1_wgrad")),
                      getattr(module, "C1_GEOMETRIES", ()),
                      *(getattr(module, f, None) for f in
-                       ("conv_s1", "conv_s1_adjoint", "conv_s1_wgrad")))
+                       ("conv_s1", "conv_s1_adjoint", "conv_s1_wgrad",
+                        "conv_cv", "conv_cv_adjoint", "conv_cv_wgrad")))

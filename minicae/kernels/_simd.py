@@ -205,3 +205,37 @@ def vrelu(typingctx, vec):
         return builder.select(builder.fcmp_ordered("<", args[0], zero), zero, args[0])
 
     return vec(vec), codegen
+
+
+@intrinsic
+def vscatter(typingctx, arr, index, stride, vec, hi):
+    """a[i + l·stride] = v[l] for 0 <= l < hi: lanes to elements ``stride`` apart
+    (a transpose on the way out, e.g. channels-last lanes into NCHW planes)."""
+    _check_array(arr, "vscatter")
+    if not isinstance(vec, Vec) or vec.dtype != arr.dtype:
+        raise TypeError(f"vscatter: expected a Vec of {arr.dtype}, got {vec}")
+
+    def codegen(context, builder, sig, args):
+        count = vec.count
+        intp = cgutils.intp_t
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        step = builder.mul(context.cast(builder, args[2], sig.args[2], types.intp),
+                           ir.Constant(intp, vec.dtype.bitwidth // 8))
+        lane = ir.Constant(ir.VectorType(intp, count), [ir.Constant(intp, i)
+                                                         for i in range(count)])
+        addresses = builder.add(_splat(builder, builder.ptrtoint(ptr, intp), count),
+                                builder.mul(lane, _splat(builder, step, count)))
+        pointers = builder.inttoptr(addresses, ir.VectorType(ptr.type, count))
+        hi_ = context.cast(builder, args[4], sig.args[4], types.intp)
+        mask = _lane_mask(builder, count, ir.Constant(intp, 0), hi_)
+        vtype = context.get_value_type(vec)
+        fnty = ir.FunctionType(ir.VoidType(), [vtype, pointers.type, ir.IntType(32),
+                                               mask.type])
+        fn = cgutils.get_or_insert_function(
+            builder.module, fnty, f"llvm.masked.scatter.v{count}f{vec.dtype.bitwidth}"
+                                  f".v{count}p0")
+        builder.call(fn, [args[3], pointers, ir.Constant(ir.IntType(32),
+                                                         vec.dtype.bitwidth // 8), mask])
+        return context.get_dummy_value()
+
+    return types.none(arr, index, stride, vec, hi), codegen
