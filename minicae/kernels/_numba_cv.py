@@ -164,6 +164,14 @@ def _channels_last(dy, op):
     return out
 
 
+@numba.njit(inline="always")
+def _put_tap(gf, at, taps, v, a0, a1, live):
+    """One tap's two vectors of output channels into dW (C_out, taps): lanes a row of
+    dW apart; ``live`` channels (0: a tap past the last, nothing stored)."""
+    vscatter(gf, at, taps, a0, live)
+    vscatter(gf, at + v * taps, taps, a1, live - v)
+
+
 @numba.njit(nogil=True, cache=True)
 def _wgrad(xp, dyt, n, c_out, op, c_in, kh, kw, sh, sw, dh, dw, oh, ow, hp, wp):
     v = lanes(xp)
@@ -207,20 +215,13 @@ def _wgrad(xp, dyt, n, c_out, op, c_in, kh, kw, sh, sw, dh, dw, oh, ow, hp, wp):
                     d += op
             # dW[ob + l, t + k] for the live taps: lanes one tap row (taps) apart
             at = ob * taps + t
-            vscatter(gf, at, taps, a0, live if t < taps else 0)
-            vscatter(gf, at + v * taps, taps, e0, live - v if t < taps else 0)
-            vscatter(gf, at + 1, taps, a1, live if t + 1 < taps else 0)
-            vscatter(gf, at + 1 + v * taps, taps, e1, live - v if t + 1 < taps else 0)
-            vscatter(gf, at + 2, taps, a2, live if t + 2 < taps else 0)
-            vscatter(gf, at + 2 + v * taps, taps, e2, live - v if t + 2 < taps else 0)
-            vscatter(gf, at + 3, taps, a3, live if t + 3 < taps else 0)
-            vscatter(gf, at + 3 + v * taps, taps, e3, live - v if t + 3 < taps else 0)
-            vscatter(gf, at + 4, taps, a4, live if t + 4 < taps else 0)
-            vscatter(gf, at + 4 + v * taps, taps, e4, live - v if t + 4 < taps else 0)
-            vscatter(gf, at + 5, taps, a5, live if t + 5 < taps else 0)
-            vscatter(gf, at + 5 + v * taps, taps, e5, live - v if t + 5 < taps else 0)
-            vscatter(gf, at + 6, taps, a6, live if t + 6 < taps else 0)
-            vscatter(gf, at + 6 + v * taps, taps, e6, live - v if t + 6 < taps else 0)
+            _put_tap(gf, at, taps, v, a0, e0, live * (t < taps))
+            _put_tap(gf, at + 1, taps, v, a1, e1, live * (t + 1 < taps))
+            _put_tap(gf, at + 2, taps, v, a2, e2, live * (t + 2 < taps))
+            _put_tap(gf, at + 3, taps, v, a3, e3, live * (t + 3 < taps))
+            _put_tap(gf, at + 4, taps, v, a4, e4, live * (t + 4 < taps))
+            _put_tap(gf, at + 5, taps, v, a5, e5, live * (t + 5 < taps))
+            _put_tap(gf, at + 6, taps, v, a6, e6, live * (t + 6 < taps))
     return grad
 
 
