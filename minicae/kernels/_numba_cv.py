@@ -52,16 +52,22 @@ def _padded_size(h, w, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw):
 
 @numba.njit(nogil=True, cache=True)
 def _pad(x, pt, pl, hp, wp):
-    """x (N, C, h, w) into zeros (N, C, hp, wp) at (pt, pl), a vector at a time."""
+    """x (N, C, h, w) zero-padded to (N, C, hp, wp) at (pt, pl): each padded row
+    written whole, a vector at a time, from a masked load that reads only the
+    image's columns (the other lanes are the zeros), so nothing is zeroed twice."""
     n, c, h, w = x.shape
     xf = x.ravel()
     v = lanes(xf)
-    out = np.zeros(n * c * hp * wp, x.dtype)
+    out = np.empty(n * c * hp * wp, x.dtype)
+    zero = vsplat(xf, 0.0)
     for t in range(n * c):
-        for r in range(h):
-            src, dst = (t * h + r) * w, (t * hp + r + pt) * wp + pl
-            for q in range(0, w, v):
-                vstore(out, dst + q, vload(xf, src + q, 0, w - q), 0, w - q)
+        for r in range(hp):
+            dst = (t * hp + r) * wp
+            inside = pt <= r < pt + h
+            src = (t * h + r - pt) * w - pl
+            for k in range(0, wp, v):
+                row = vload(xf, src + k, pl - k, pl + w - k) if inside else zero
+                vstore(out, dst + k, row, 0, wp - k)
     return out
 
 
