@@ -59,7 +59,10 @@ def check_array(x, *, where, name="input", ndim=None, channels=None, shape_text=
 
 
 def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    # plain ints first: the ABC check costs ~1 us, and every layer call checks its
+    # kernel, stride, padding and dilation (a batch-32 CAE step: 0.3 ms of them)
+    return type(value) is int or (isinstance(value, numbers.Integral)
+                                  and not isinstance(value, bool))
 
 
 def check_positive_int(value, *, where, name):

@@ -363,3 +363,20 @@ def test_backward_rejects_a_dy_of_the_wrong_shape(numpy_backend):
         F.conv2d_backward(_arr(1, 2, 5, 5), _arr(1, 1, 5, 5), _arr(2, 1, 3, 3))
     with pytest.raises(ShapeError, match=r"conv_transpose2d_backward: expected dy"):
         F.conv_transpose2d_backward(_arr(1, 1, 3, 3), _arr(1, 2, 3, 3), _arr(2, 1, 3, 3))
+
+
+def test_remembered_geometry_still_rejects_what_it_rejected(numpy_backend):
+    """conv_geometry remembers arguments that passed (by repr): a bool stride or a
+    float padding after the same-valued valid ones still raise, and each call's own
+    ``where`` names the caller."""
+    x, w = _arr(1, 1, 5, 5), _arr(1, 1, 3, 3)
+    for _ in range(2):                        # the second call takes the remembered one
+        assert F.conv2d(x, w, stride=1, padding=1).shape == (1, 1, 5, 5)
+        assert F.conv_geometry((3, 3), 1, 1, 1, 1, where="t") == \
+            F.conv_geometry((3, 3), np.int64(1), 1, 1, 1, where="t")
+    with pytest.raises(TypeError, match=r"conv2d: expected stride to be an int"):
+        F.conv2d(x, w, stride=True, padding=1)
+    with pytest.raises(TypeError, match=r"conv2d: expected padding to be an int"):
+        F.conv2d(x, w, stride=1, padding=1.0)
+    with pytest.raises(ValueError, match=r"max_pool2d: expected stride >= 1"):
+        F.conv_geometry((3, 3), 0, 1, 1, 1, where="max_pool2d")

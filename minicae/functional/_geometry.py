@@ -98,9 +98,28 @@ def _padding(padding, kh, kw, sh, sw, dil_h, dil_w, where, allow_modes):
     return ph, ph, pw, pw
 
 
+_GEOMETRIES = {}          # repr of valid arguments -> their ConvGeometry
+
+
 def conv_geometry(kernel_hw, stride, padding, dilation, groups, *, where,
                   allow_modes=PADDING_MODES):
-    """Validate and normalise convolution hyperparameters into a ConvGeometry."""
+    """Validate and normalise convolution hyperparameters into a ConvGeometry.
+
+    Arguments that passed once are remembered by their ``repr`` (which tells
+    ``True`` from ``1`` and a NumPy integer from an int), so that a layer's calls
+    after the first skip the checks (a batch-32 CAE step spent 0.2 ms in them).
+    """
+    key = repr((kernel_hw, stride, padding, dilation, groups, allow_modes))
+    g = _GEOMETRIES.get(key)
+    if g is None:
+        g = _conv_geometry(kernel_hw, stride, padding, dilation, groups, where,
+                           allow_modes)
+        if len(_GEOMETRIES) < 4096:
+            _GEOMETRIES[key] = g
+    return g
+
+
+def _conv_geometry(kernel_hw, stride, padding, dilation, groups, where, allow_modes):
     kh, kw = as_pair(kernel_hw, where=where, name="kernel_size")
     sh, sw = as_pair(stride, where=where, name="stride")
     dil_h, dil_w = as_pair(dilation, where=where, name="dilation")
