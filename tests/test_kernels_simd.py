@@ -316,3 +316,35 @@ def test_strided_simd_conv_channel_blocks(dtype, c, c_out, hw, stride):
                        pt=1, pb=1, pl=1, pr=0, dil_h=1, dil_w=1, seed=c + hw)
     for relu in (False, True):
         _check_strided(cfg, c_out, True, relu, dtype)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_direct_kernels_in_chunks_of_images_give_the_same_results(stride, monkeypatch):
+    """A batch run through the direct kernels a few images a call (the weight
+    gradients summed over the calls) equals one call over the whole batch."""
+    from minicae import functional as F
+    from minicae.functional import conv as C
+
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((7, 5, 12, 11))
+    w = rng.standard_normal((9, 5, 3, 3))
+    b = rng.standard_normal(9)
+    kw = dict(stride=stride, padding=1)
+    runs = []
+    real = C.run_groups
+    with backend_mod.use_backend("numba"):
+        for chunk in (2**62, 1):                     # whole batch; one image a call
+            monkeypatch.setattr(C, "_DIRECT_CHUNK_BYTES", chunk)
+            calls = []
+            monkeypatch.setattr(C, "run_groups", lambda body, groups, hold=True:
+                                calls.append(sum(len(g) for g in groups))
+                                or real(body, groups, hold))
+            y = F.conv2d(x, w, b, **kw)
+            dy = np.cos(np.arange(y.size)).reshape(y.shape)
+            yt = F.conv_transpose2d(y, w, None, output_padding=stride - 1, **kw)
+            runs.append((y, *F.conv2d_backward(dy, x, w, **kw), yt,
+                         *F.conv_transpose2d_backward(np.sin(np.arange(yt.size)).reshape(
+                             yt.shape), y, w, output_padding=stride - 1, **kw)))
+            assert max(calls) == (1 if chunk > 1 else 7), calls
+    for whole, chunked in zip(*runs):
+        assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12)

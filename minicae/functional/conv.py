@@ -168,15 +168,25 @@ def _per_image(c, g, oh, ow, itemsize):
     return c * g.kh * g.kw * oh * ow * itemsize
 
 
+# Images per call of a direct kernel: as many as 4 MiB of the columns they do
+# without, so that their own buffers (padded and channels-last copies) stay near
+# the caches at large batches. Strided CAE step, one thread, µs per sample at
+# batch 128/256/512: 54.2/57.1/63.9 -> 52.0/50.2/52.5 (2 and 8 MiB: no better;
+# two threads unchanged; benchmarks/README.md, round 8).
+_DIRECT_CHUNK_BYTES = 4 * 2**20
+
+
 def _direct_groups(n, per_image):
     """The images of a direct convolution: one group per thread when
     :func:`_chunk_groups` would use threads for the columns this call does
-    without, each group one chunk (the kernels keep no columns), else one group.
+    without, else one group; each group in chunks of ``_DIRECT_CHUNK_BYTES``.
     Two threads, numba, the 'full' CAE step (its 16->1 decoder is direct):
     10.2 -> 7.65 ms (benchmarks/README.md, round 6).
     """
     groups, hold = _chunk_groups(n, per_image)
-    return [[slice(g[0].start, g[-1].stop)] for g in groups], hold
+    step = max(1, _DIRECT_CHUNK_BYTES // max(1, per_image))
+    return [[slice(i, min(g[-1].stop, i + step))
+             for i in range(g[0].start, g[-1].stop, step)] for g in groups], hold
 
 
 def _kept_part(keep, part, per_image, itemsize):
