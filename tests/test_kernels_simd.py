@@ -336,8 +336,8 @@ def test_direct_kernels_in_chunks_of_images_give_the_same_results(stride, monkey
         for chunk in (2**62, 1):                     # whole batch; one image a call
             monkeypatch.setattr(C, "_DIRECT_CHUNK_BYTES", chunk)
             calls = []
-            monkeypatch.setattr(C, "run_groups", lambda body, groups, hold=True:
-                                calls.append(sum(len(g) for g in groups))
+            monkeypatch.setattr(C, "run_groups", lambda body, groups, hold=True, c=calls:
+                                c.append(sum(len(g) for g in groups))
                                 or real(body, groups, hold))
             y = F.conv2d(x, w, b, **kw)
             dy = np.cos(np.arange(y.size)).reshape(y.shape)
