@@ -335,6 +335,7 @@ def test_direct_kernels_in_chunks_of_images_give_the_same_results(stride, monkey
     with backend_mod.use_backend("numba"):
         for chunk in (2**62, 1):                     # whole batch; one image a call
             monkeypatch.setattr(C, "_DIRECT_CHUNK_BYTES", chunk)
+            monkeypatch.setattr(C, "_DIRECT_CHUNK_MIN", 1)
             calls = []
             monkeypatch.setattr(C, "run_groups", lambda body, groups, hold=True, c=calls:
                                 c.append(sum(len(g) for g in groups))

@@ -172,8 +172,12 @@ def _per_image(c, g, oh, ow, itemsize):
 # without, so that their own buffers (padded and channels-last copies) stay near
 # the caches at large batches. Strided CAE step, one thread, µs per sample at
 # batch 128/256/512: 54.2/57.1/63.9 -> 52.0/50.2/52.5 (2 and 8 MiB: no better;
-# two threads unchanged; benchmarks/README.md, round 8).
+# two threads unchanged). But never fewer than 32 images: a call has fixed costs
+# (weights packed, the weight gradient's accumulators zeroed and summed), and one
+# 64->64 32² image a call took that row from 61 to 77 ms at one thread
+# (benchmarks/README.md, round 8).
 _DIRECT_CHUNK_BYTES = 4 * 2**20
+_DIRECT_CHUNK_MIN = 32
 
 
 def _direct_groups(n, per_image):
@@ -184,7 +188,7 @@ def _direct_groups(n, per_image):
     10.2 -> 7.65 ms (benchmarks/README.md, round 6).
     """
     groups, hold = _chunk_groups(n, per_image)
-    step = max(1, _DIRECT_CHUNK_BYTES // max(1, per_image))
+    step = max(_DIRECT_CHUNK_MIN, _DIRECT_CHUNK_BYTES // max(1, per_image))
     return [[slice(i, min(g[-1].stop, i + step))
              for i in range(g[0].start, g[-1].stop, step)] for g in groups], hold
 

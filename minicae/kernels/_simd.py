@@ -19,7 +19,12 @@ vector into two (AVX2) or four (SSE) native ones: slower, same results.
     lanes(a)                 how many lanes a vector of a's dtype has (a constant)
 
 ``a`` is a 1-D contiguous array (a flat view of the kernel's operand); the
-indices are not bounds-checked, the kernels compute them.
+indices are not bounds-checked, the kernels compute them. ``vscatter(a, i, s, v,
+hi)`` stores lane l at a[i + l·s] (a transpose on the way out).
+
+Numba's disk cache (``cache=True``) tracks each kernel's own source file, not
+this one: after editing an intrinsic here, delete minicae/kernels/__pycache__
+so that the kernels built on it are compiled again.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["vload", "vstore", "vsplat", "vfma", "vsum", "lanes", "VECTOR_BYTES"]
+__all__ = ["vload", "vstore", "vscatter", "vsplat", "vfma", "vsum", "vrelu", "lanes",
+           "VECTOR_BYTES"]
 
 VECTOR_BYTES = 64
 
