@@ -377,14 +377,28 @@ class Adam(Optimizer):
             slots["exp_avg"] = xp.zeros_like(p.data)  # m₀ = 0
             slots["exp_avg_sq"] = xp.zeros_like(p.data)  # v₀ = 0
         m, v = slots["exp_avg"], slots["exp_avg_sq"]
+        bias1 = 1 - beta1**t  # m̂ = m / (1 − β₁ᵗ)
+        bias2 = 1 - beta2**t  # v̂ = v / (1 − β₂ᵗ)
+        fused = F.active().kernels.adam_update
+        if fused is not None and _one_pass(p.data, g, m, v):
+            # the same operations in one pass (kernels/_numba_optim.py), bit for bit
+            fused(p.data, g, m, v, beta1, beta2, math.sqrt(bias2), self.eps,
+                  self.lr / bias1)
+            return
         m *= beta1
         m += (1 - beta1) * g  # m ← β₁ m + (1 − β₁) g
         v *= beta2
         v += (1 - beta2) * (g * g)  # v ← β₂ v + (1 − β₂) g²
-        bias1 = 1 - beta1**t  # m̂ = m / (1 − β₁ᵗ)
-        bias2 = 1 - beta2**t  # v̂ = v / (1 − β₂ᵗ)
         denom = xp.sqrt(v) / math.sqrt(bias2) + self.eps  # √v̂ + ε
         p.data -= (self.lr / bias1) * (m / denom)  # θ ← θ − η m̂ / (√v̂ + ε)
+
+
+def _one_pass(*arrays):
+    """Whether the fused Adam kernel takes these: C-contiguous, one float dtype."""
+    dtype = arrays[0].dtype
+    return dtype.name in ("float32", "float64") and all(
+        a.dtype == dtype and a.flags.c_contiguous and a.shape == arrays[0].shape
+        for a in arrays)
 
 
 class AdamW(Adam):

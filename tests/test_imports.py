@@ -40,7 +40,8 @@ ALLOWED = {
 # optional heavy packages: module path (relative to minicae/) allowed to import them
 OPTIONAL = {"cupy": {"backend.py", "kernels/_cupy.py"},
             "numba": {"kernels/_numba.py", "kernels/_numba_c1.py", "kernels/_numba_s1.py",
-                      "kernels/_numba_cv.py", "kernels/_simd.py"},
+                      "kernels/_numba_cv.py", "kernels/_numba_optim.py",
+                      "kernels/_simd.py"},
             "llvmlite": {"kernels/_simd.py"}}     # Numba's own LLVM binding
 MODULE_BUDGET = 400
 PACKAGE_BUDGET = 8000

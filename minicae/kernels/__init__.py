@@ -42,6 +42,10 @@ filled instead of allocating.
     (optional) a strided convolution without columns (groups 1; float32 and
     float64), the channels in the SIMD lanes.
 
+``adam_update(p, g, m, v, beta1, beta2, sqrt_bias2, eps, step)``
+    (optional) one Adam step in place, in one pass, with the NumPy path's
+    roundings (optim.py uses it for contiguous float arrays).
+
 ``CHUNK_BYTES`` (optional module constant)
     the size of the columns of one chunk of images that this backend's loops
     and GEMM handle best (the CPU caches); absent or 0: whole batches.
@@ -76,6 +80,7 @@ class KernelSet(NamedTuple):
     conv_cv: object = None               # optional strided convolution, SIMD channels
     conv_cv_adjoint: object = None
     conv_cv_wgrad: object = None
+    adam_update: object = None           # optional one-pass Adam step
 
 
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
@@ -92,4 +97,4 @@ def load_kernels(name: str) -> KernelSet:
                      getattr(module, "C1_GEOMETRIES", ()),
                      *(getattr(module, f, None) for f in
                        ("conv_s1", "conv_s1_adjoint", "conv_s1_wgrad",
-                        "conv_cv", "conv_cv_adjoint", "conv_cv_wgrad")))
+                        "conv_cv", "conv_cv_adjoint", "conv_cv_wgrad", "adam_update")))

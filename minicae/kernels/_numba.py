@@ -18,13 +18,14 @@ import numpy as np
 
 from ._numba_c1 import C1_GEOMETRIES, conv_c1, conv_c1_adjoint, conv_c1_wgrad
 from ._numba_cv import conv_cv, conv_cv_adjoint, conv_cv_wgrad
+from ._numba_optim import adam_update
 from ._numba_s1 import conv_s1, conv_s1_adjoint, conv_s1_wgrad
 
 
 __all__ = ["im2col_kn", "col2im_kn", "conv_direct", "conv_direct_adjoint",
            "conv_direct_wgrad", "relu_backward_span", "conv_c1", "conv_c1_adjoint",
            "conv_c1_wgrad", "C1_GEOMETRIES", "conv_s1", "conv_s1_adjoint", "conv_s1_wgrad",
-           "conv_cv", "conv_cv_adjoint", "conv_cv_wgrad"]
+           "conv_cv", "conv_cv_adjoint", "conv_cv_wgrad", "adam_update"]
 
 # Columns per chunk of images (functional/conv.py): 1 MiB stays in the 2 MiB
 # L2 with the GEMM's other operands, where the 4 MiB of round 1 spilled

@@ -16,6 +16,8 @@ vector into two (AVX2) or four (SSE) native ones: slower, same results.
     vsplat(a, value)         every lane = value (a's dtype)
     vfma(a, b, c)            a*b + c, lane by lane, one rounding
     vsum(v)                  the sum of the lanes (in lane order, left to right)
+    vadd, vsub, vmul, vdiv, vsqrt   the IEEE operations lane by lane (each rounded
+                             once, never fused: the same results as NumPy's ufuncs)
     lanes(a)                 how many lanes a vector of a's dtype has (a constant)
 
 ``a`` is a 1-D contiguous array (a flat view of the kernel's operand); the
@@ -34,8 +36,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["vload", "vstore", "vscatter", "vsplat", "vfma", "vsum", "vrelu", "lanes",
-           "VECTOR_BYTES"]
+__all__ = ["vload", "vstore", "vscatter", "vsplat", "vfma", "vsum", "vrelu", "vadd",
+           "vsub", "vmul", "vdiv", "vsqrt", "lanes", "VECTOR_BYTES"]
 
 VECTOR_BYTES = 64
 
@@ -245,3 +247,39 @@ def vscatter(typingctx, arr, index, stride, vec, hi):
         return context.get_dummy_value()
 
     return types.none(arr, index, stride, vec, hi), codegen
+
+
+def _binary(op, name):
+    @intrinsic
+    def binary(typingctx, a, b):
+        if not (isinstance(a, Vec) and a == b):
+            raise TypeError(f"{name}: expected two Vecs of one dtype, got {a}, {b}")
+
+        def codegen(context, builder, sig, args):
+            return getattr(builder, op)(*args)     # IEEE, no fast-math flags
+
+        return a(a, b), codegen
+    binary.__name__ = name
+    return binary
+
+
+vadd = _binary("fadd", "vadd")
+vsub = _binary("fsub", "vsub")
+vmul = _binary("fmul", "vmul")
+vdiv = _binary("fdiv", "vdiv")
+
+
+@intrinsic
+def vsqrt(typingctx, vec):
+    """The correctly rounded square root, lane by lane (as np.sqrt)."""
+    if not isinstance(vec, Vec):
+        raise TypeError(f"vsqrt: expected a Vec, got {vec}")
+
+    def codegen(context, builder, sig, args):
+        vtype = args[0].type
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vtype, [vtype]),
+            f"llvm.sqrt.v{vec.count}f{vec.dtype.bitwidth}")
+        return builder.call(fn, [args[0]])
+
+    return vec(vec), codegen

@@ -1,0 +1,48 @@
+"""Adam's update as one pass over each parameter (Numba, explicit SIMD vectors).
+
+NumPy's Adam (optim.py) makes about ten passes over a parameter and its two
+moment buffers; this makes one, with the same operations in the same order
+and each rounded once (no fused multiply-add), so that its results are the
+NumPy backend's bit for bit (tests/test_optim.py):
+
+    m ← m·β₁ + (1−β₁)·g
+    v ← v·β₂ + (1−β₂)·(g·g)
+    θ ← θ − (η/(1−β₁ᵗ)) · (m / (√v / √(1−β₂ᵗ) + ε))
+
+The scalars arrive as the caller computed them (Python floats, rounded to the
+parameter's dtype here, as NumPy does with a Python scalar and an array).
+"""
+
+from __future__ import annotations
+
+import numba
+
+from ._simd import lanes, vadd, vdiv, vload, vmul, vsplat, vsqrt, vstore, vsub
+
+__all__ = ["adam_update"]
+
+
+@numba.njit(nogil=True, cache=True)
+def _adam(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, sqrt_bias2, eps,
+          step):
+    n = p.size
+    w = lanes(p)
+    b1, c1 = vsplat(p, beta1), vsplat(p, one_minus_beta1)
+    b2, c2 = vsplat(p, beta2), vsplat(p, one_minus_beta2)
+    s2, e, k = vsplat(p, sqrt_bias2), vsplat(p, eps), vsplat(p, step)
+    for i in range(0, n, w):
+        hi = n - i
+        gi = vload(g, i, 0, hi)
+        mi = vadd(vmul(vload(m, i, 0, hi), b1), vmul(c1, gi))
+        vi = vadd(vmul(vload(v, i, 0, hi), b2), vmul(c2, vmul(gi, gi)))
+        denom = vadd(vdiv(vsqrt(vi), s2), e)
+        vstore(m, i, mi, 0, hi)
+        vstore(v, i, vi, 0, hi)
+        vstore(p, i, vsub(vload(p, i, 0, hi), vmul(k, vdiv(mi, denom))), 0, hi)
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, beta1, beta2, sqrt_bias2, eps, step):
+    """One Adam step in place on contiguous arrays of one float dtype: ``step`` is
+    η/(1−β₁ᵗ), ``sqrt_bias2`` is √(1−β₂ᵗ)."""
+    _adam(param.reshape(-1), grad.reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1),
+          beta1, 1 - beta1, beta2, 1 - beta2, sqrt_bias2, eps, step)
