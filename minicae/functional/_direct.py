@@ -103,7 +103,6 @@ def _c1_args(g: ConvGeometry):
     return g.sh, g.sw, g.pt, g.pl, g.dil_h, g.dil_w
 
 
-
 def forward(x, weight, g: ConvGeometry):
     """``f(x, bias, out, relu)``: out = W ⋆ x (+ b, then max(·, 0)) for this
     conv2d without columns, or None."""
