@@ -396,7 +396,7 @@ class Adam(Optimizer):
 def _one_pass(*arrays):
     """Whether the fused Adam kernel takes these: C-contiguous, one float dtype."""
     dtype = arrays[0].dtype
-    return dtype.name in ("float32", "float64") and all(
+    return dtype.kind == "f" and dtype.itemsize in (4, 8) and all(
         a.dtype == dtype and a.flags.c_contiguous and a.shape == arrays[0].shape
         for a in arrays)
 

@@ -28,6 +28,11 @@ from ._geometry import ConvGeometry
 __all__ = ["forward", "adjoint", "conv_backward", "conv_t_backward"]
 
 
+def _simd_dtype(dtype):
+    """float32 or float64 (``dtype.name`` is a slow property; this runs per call)."""
+    return dtype.kind == "f" and dtype.itemsize in (4, 8)
+
+
 def _direct_kernels(weight, g: ConvGeometry):
     """The active kernels when their direct convolution pays for this conv2d, else None.
 
@@ -70,7 +75,7 @@ def _s1_kernels(x, c_in, c_out, g: ConvGeometry):
     """
     kernels = active().kernels
     if (kernels.conv_s1 is None or g.groups != 1 or (g.sh, g.sw) != (1, 1)
-            or g.kh * g.kw == 1 or x.dtype.name not in ("float32", "float64")
+            or g.kh * g.kw == 1 or not _simd_dtype(x.dtype)
             or c_out == 1 or (c_in == 1 and _c1_kernels(c_in, g) is not None)):
         return None
     return kernels
@@ -89,7 +94,7 @@ def _cv_kernels(x, c_in, c_out, g: ConvGeometry):
     """
     kernels = active().kernels
     if (kernels.conv_cv is None or g.groups != 1 or (g.sh, g.sw) == (1, 1)
-            or x.dtype.name not in ("float32", "float64") or c_out == 1
+            or not _simd_dtype(x.dtype) or c_out == 1
             or (c_in == 1 and _c1_kernels(c_in, g) is not None)):
         return None
     return kernels
