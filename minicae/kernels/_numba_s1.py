@@ -67,6 +67,13 @@ def _pack(w, flip):
 
 
 @numba.njit(inline="always")
+def _tap2(xf, packed, k, x0, x1, a, b):
+    """a, b += W · x0, W · x1 with W = packed[k] broadcast (one output channel)."""
+    s = vsplat(xf, packed[k])
+    return vfma(s, x0, a), vfma(s, x1, b)
+
+
+@numba.njit(inline="always")
 def _store(yf, at, first, second, v, hi0, hi1, live):
     """One output row block of two vectors (``hi0``/``hi1`` lanes), if ``live``."""
     if live:
@@ -117,22 +124,15 @@ def _forward(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y):
                                 x0 = vload(xf, at, lo0, hi0)
                                 x1 = vload(xf, at + v, lo1, hi1)
                                 k = ((blk * c_in + c) * taps + i * kw + j) * _B
-                                s = vsplat(xf, packed[k])
-                                a0, b0 = vfma(s, x0, a0), vfma(s, x1, b0)
-                                s = vsplat(xf, packed[k + 1])
-                                a1, b1 = vfma(s, x0, a1), vfma(s, x1, b1)
-                                s = vsplat(xf, packed[k + 2])
-                                a2, b2 = vfma(s, x0, a2), vfma(s, x1, b2)
-                                s = vsplat(xf, packed[k + 3])
-                                a3, b3 = vfma(s, x0, a3), vfma(s, x1, b3)
-                                s = vsplat(xf, packed[k + 4])
-                                a4, b4 = vfma(s, x0, a4), vfma(s, x1, b4)
-                                s = vsplat(xf, packed[k + 5])
-                                a5, b5 = vfma(s, x0, a5), vfma(s, x1, b5)
-                                s = vsplat(xf, packed[k + 6])
-                                a6, b6 = vfma(s, x0, a6), vfma(s, x1, b6)
-                                s = vsplat(xf, packed[k + 7])
-                                a7, b7 = vfma(s, x0, a7), vfma(s, x1, b7)
+                                # output channel o+u: 2 FMAs with its broadcast weight
+                                a0, b0 = _tap2(xf, packed, k, x0, x1, a0, b0)
+                                a1, b1 = _tap2(xf, packed, k + 1, x0, x1, a1, b1)
+                                a2, b2 = _tap2(xf, packed, k + 2, x0, x1, a2, b2)
+                                a3, b3 = _tap2(xf, packed, k + 3, x0, x1, a3, b3)
+                                a4, b4 = _tap2(xf, packed, k + 4, x0, x1, a4, b4)
+                                a5, b5 = _tap2(xf, packed, k + 5, x0, x1, a5, b5)
+                                a6, b6 = _tap2(xf, packed, k + 6, x0, x1, a6, b6)
+                                a7, b7 = _tap2(xf, packed, k + 7, x0, x1, a7, b7)
                     if relu:
                         a0, a1, a2, a3 = vrelu(a0), vrelu(a1), vrelu(a2), vrelu(a3)
                         a4, a5, a6, a7 = vrelu(a4), vrelu(a5), vrelu(a6), vrelu(a7)

@@ -109,18 +109,24 @@ def _element_pointer(context, builder, arrtype, arr, index, itype):
     return builder.gep(ary.data, [index])
 
 
+def _masked_access(context, builder, sig, args, vec, lo_at):
+    """(vector type, vector pointer to a[i], lane mask) for the masked load/store
+    whose array and index are args 0-1 and whose lane bounds are args lo_at, lo_at+1."""
+    vtype = context.get_value_type(vec)
+    ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+    lo = context.cast(builder, args[lo_at], sig.args[lo_at], types.intp)
+    hi = context.cast(builder, args[lo_at + 1], sig.args[lo_at + 1], types.intp)
+    return (vtype, builder.bitcast(ptr, vtype.as_pointer()),
+            _lane_mask(builder, vec.count, lo, hi))
+
+
 @intrinsic
 def vload(typingctx, arr, index, lo, hi):
     _check_array(arr, "vload")
     vec = Vec(arr.dtype)
 
     def codegen(context, builder, sig, args):
-        vtype = context.get_value_type(vec)
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
-        ptr = builder.bitcast(ptr, vtype.as_pointer())
-        lo_ = context.cast(builder, args[2], sig.args[2], types.intp)
-        hi_ = context.cast(builder, args[3], sig.args[3], types.intp)
-        mask = _lane_mask(builder, vec.count, lo_, hi_)
+        vtype, ptr, mask = _masked_access(context, builder, sig, args, vec, 2)
         fn = _masked(builder, "load", vec, vtype, ptr.type)
         align = ir.Constant(ir.IntType(32), vec.dtype.bitwidth // 8)
         return builder.call(fn, [ptr, align, mask, ir.Constant(vtype, None)])
@@ -135,12 +141,7 @@ def vstore(typingctx, arr, index, vec, lo, hi):
         raise TypeError(f"vstore: expected a Vec of {arr.dtype}, got {vec}")
 
     def codegen(context, builder, sig, args):
-        vtype = context.get_value_type(vec)
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
-        ptr = builder.bitcast(ptr, vtype.as_pointer())
-        lo_ = context.cast(builder, args[3], sig.args[3], types.intp)
-        hi_ = context.cast(builder, args[4], sig.args[4], types.intp)
-        mask = _lane_mask(builder, vec.count, lo_, hi_)
+        vtype, ptr, mask = _masked_access(context, builder, sig, args, vec, 3)
         fn = _masked(builder, "store", vec, vtype, ptr.type)
         align = ir.Constant(ir.IntType(32), vec.dtype.bitwidth // 8)
         builder.call(fn, [args[2], ptr, align, mask])
