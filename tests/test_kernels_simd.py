@@ -349,3 +349,18 @@ def test_direct_kernels_in_chunks_of_images_give_the_same_results(stride, monkey
             assert max(calls) == (1 if chunk > 1 else 7), calls
     for whole, chunked in zip(*runs):
         assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stride1_weight_gradient_in_groups_of_channel_blocks(dtype, monkeypatch):
+    """With room for one block of 8 output channels at a time (many channels would
+    otherwise need a large scratch), the weight gradient is the same."""
+    from minicae.kernels import _numba_s1
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 5, 9, 20)).astype(dtype)
+    dy = rng.standard_normal((3, 19, 9, 20)).astype(dtype)
+    whole = _numba.conv_s1_wgrad(dy, x, 3, 3, 1, 1, 1, 1)
+    monkeypatch.setattr(_numba_s1, "_SCRATCH_BYTES", 1)
+    grouped = _numba.conv_s1_wgrad(dy, x, 3, 3, 1, 1, 1, 1)
+    assert_array_equal(grouped, whole)

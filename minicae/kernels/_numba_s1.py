@@ -46,6 +46,7 @@ __all__ = ["conv_s1", "conv_s1_adjoint", "conv_s1_wgrad"]
 _B = 8      # output channels per forward block (16 accumulators with 2 vectors each)
 _BW = 8     # output channels per weight-gradient block
 _JW = 3     # kernel columns per weight-gradient block (8 x 3 = 24 accumulators)
+_SCRATCH_BYTES = 4 * 2**20   # the weight gradient's accumulators kept between images
 
 
 @numba.njit(nogil=True, cache=True)
@@ -171,7 +172,7 @@ def _store3(acc, at, v, a0, a1, a2):
 
 
 @numba.njit(nogil=True, cache=True)
-def _wgrad(dy, x, kh, kw, pt, pl, dh, dw):
+def _wgrad(dy, x, kh, kw, pt, pl, dh, dw, scratch):
     """dW (C_out, C_in, kh, kw) = Σ_n dY ⋆ x at stride 1 (see the module docstring)."""
     n, c_out, oh, ow = dy.shape
     c_in, h, wd = x.shape[1], x.shape[2], x.shape[3]
@@ -180,12 +181,34 @@ def _wgrad(dy, x, kh, kw, pt, pl, dh, dw):
     v = lanes(xf)
     blocks = (c_out + _BW - 1) // _BW
     jblocks = (kw + _JW - 1) // _JW
-    # 24 accumulators of v lanes per (block, c, i, j-block), kept between images
+    # 24 accumulators of v lanes per (block, c, i, j-block), kept between images;
+    # as many blocks at a time as fit ``scratch`` bytes (all of them up to ~100 channels)
     span = _BW * _JW * v
-    acc = np.zeros(blocks * c_in * kh * jblocks * span, x.dtype)
+    per_block = c_in * kh * jblocks * span
+    group = max(1, scratch // (per_block * xf.itemsize))
+    acc = np.empty(min(blocks, group) * per_block, x.dtype)
+    grad = np.zeros((c_out, c_in, kh, kw), x.dtype)
     plane = oh * ow
+    for b0 in range(0, blocks, group):
+        acc[:] = 0
+        _wgrad_blocks(df, xf, acc, b0, min(blocks, b0 + group), n, c_out, c_in, h, wd, oh,
+                      ow, kh, kw, pt, pl, dh, dw, v, jblocks, span, plane)
+        for o in range(b0 * _BW, min(c_out, (b0 + group) * _BW)):
+            for c in range(c_in):
+                for i in range(kh):
+                    for j in range(kw):
+                        at = ((((((o // _BW) - b0) * c_in + c) * kh + i) * jblocks
+                               + j // _JW) * _BW + o % _BW) * _JW + j % _JW
+                        grad[o, c, i, j] = vsum(vload(acc, at * v, 0, v))
+    return grad
+
+
+@numba.njit(inline="always")
+def _wgrad_blocks(df, xf, acc, b0, b1, n, c_out, c_in, h, wd, oh, ow, kh, kw, pt, pl, dh,
+                  dw, v, jblocks, span, plane):
+    """The accumulators of output-channel blocks b0..b1-1 over every image."""
     for img in range(n):
-        for blk in range(blocks):
+        for blk in range(b0, b1):
             o = blk * _BW
             last = min(c_out - o, _BW)
             for c in range(c_in):
@@ -193,7 +216,7 @@ def _wgrad(dy, x, kh, kw, pt, pl, dh, dw):
                     r0 = max(0, pt - i * dh)               # output rows whose
                     r1 = min(oh, h + pt - i * dh)          # input row exists
                     for jb in range(jblocks):
-                        at = (((blk * c_in + c) * kh + i) * jblocks + jb) * span
+                        at = ((((blk - b0) * c_in + c) * kh + i) * jblocks + jb) * span
                         a00, a01, a02 = _load3(acc, at, v)
                         a10, a11, a12 = _load3(acc, at + 3 * v, v)
                         a20, a21, a22 = _load3(acc, at + 6 * v, v)
@@ -250,15 +273,6 @@ def _wgrad(dy, x, kh, kw, pt, pl, dh, dw):
                         _store3(acc, at + 15 * v, v, a50, a51, a52)
                         _store3(acc, at + 18 * v, v, a60, a61, a62)
                         _store3(acc, at + 21 * v, v, a70, a71, a72)
-    grad = np.zeros((c_out, c_in, kh, kw), x.dtype)
-    for o in range(c_out):
-        for c in range(c_in):
-            for i in range(kh):
-                for j in range(kw):
-                    at = (((((o // _BW) * c_in + c) * kh + i) * jblocks + j // _JW) * _BW
-                          + o % _BW) * _JW + j % _JW
-                    grad[o, c, i, j] = vsum(vload(acc, at * v, 0, v))
-    return grad
 
 
 def conv_s1(x, weight, bias, pt, pl, dil_h, dil_w, out, relu=False):
@@ -279,4 +293,4 @@ def conv_s1_adjoint(dy, weight, pt, pl, dil_h, dil_w, out, bias=None, relu=False
 
 def conv_s1_wgrad(dy, x, kh, kw, pt, pl, dil_h, dil_w):
     """dW (C_out, C_in, kh, kw) of ``conv_s1`` from dY and x."""
-    return _wgrad(dy, x, kh, kw, pt, pl, dil_h, dil_w)
+    return _wgrad(dy, x, kh, kw, pt, pl, dil_h, dil_w, _SCRATCH_BYTES)
