@@ -77,6 +77,16 @@ def _scratch_hw(h, w, oh, ow, kh, kw, sh, sw, pt, pl, dil_h, dil_w):
             max(w + pl, (ow - 1) * sw + (kw - 1) * dil_w + 1))
 
 
+@numba.njit(inline="always")
+def _window_offsets(oh, ow, sh, sw, wp):
+    """Offset of each output pixel's window corner in a scratch plane of width wp."""
+    off = np.empty(oh * ow, np.intp)
+    for p in range(oh):
+        for q in range(ow):
+            off[p * ow + q] = p * sh * wp + q * sw
+    return off
+
+
 @numba.njit(cache=True, nogil=True)
 def _im2col_kn_serial(x, cols, sh, sw, pt, pl, dil_h, dil_w):
     """im2col plane by plane: each (image, channel) plane is copied into a small
@@ -115,10 +125,7 @@ def _im2col_kn_gather(x, cols, sh, sw, pt, pl, dil_h, dil_w):
     h, w = x.shape[2], x.shape[3]
     hp, wp = _scratch_hw(h, w, oh, ow, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
     xf, cf = x.reshape(-1), cols.reshape(-1)
-    off = np.empty(oh * ow, np.intp)
-    for p in range(oh):
-        for q in range(ow):
-            off[p * ow + q] = p * sh * wp + q * sw
+    off = _window_offsets(oh, ow, sh, sw, wp)
     buf = np.zeros(hp * wp, cols.dtype)
     for t in range(n * c):
         _fill_plane(xf, buf, t, h, w, wp, pt, pl)
@@ -186,13 +193,9 @@ def _col2im_kn_scatter(cols, x, sh, sw, pt, pl, dil_h, dil_w):
     then its interior is copied out."""
     c, kh, kw, n, oh, ow = cols.shape
     h, w = x.shape[2], x.shape[3]
-    hp = max(h + pt, (oh - 1) * sh + (kh - 1) * dil_h + 1)
-    wp = max(w + pl, (ow - 1) * sw + (kw - 1) * dil_w + 1)
+    hp, wp = _scratch_hw(h, w, oh, ow, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
     xf, cf = x.reshape(-1), cols.reshape(-1)
-    off = np.empty(oh * ow, np.intp)
-    for p in range(oh):
-        for q in range(ow):
-            off[p * ow + q] = p * sh * wp + q * sw
+    off = _window_offsets(oh, ow, sh, sw, wp)
     buf = np.empty(hp * wp, cols.dtype)
     for t in range(n * c):
         buf[:] = 0
