@@ -115,18 +115,16 @@ def _chunk_groups(n, bytes_per_image):
 def _sum_partials(results):
     """(Σ dW, Σ db) from the groups' lists of per-chunk (dW, db): each group's chunks
     added in chunk order, then the groups in group order."""
-    totals = []
-    for chunks in results:
-        dweight, dbias = chunks[0]
-        for dw, db in chunks[1:]:
-            dweight = dweight + dw
-            dbias = dbias + db
-        totals.append((dweight, dbias))
-    dweight, dbias = totals[0]
-    for dw, db in totals[1:]:
-        dweight = dweight + dw
-        dbias = dbias + db
-    return dweight, dbias
+    return _add_pairs([_add_pairs(chunks) for chunks in results])
+
+
+def _add_pairs(pairs):
+    """(Σ a, Σ b) over a list of (a, b), added left to right."""
+    total_a, total_b = pairs[0]
+    for a, b in pairs[1:]:
+        total_a = total_a + a
+        total_b = total_b + b
+    return total_a, total_b
 
 
 def _columns(x, g: ConvGeometry, oh, ow, out=None):
@@ -193,6 +191,17 @@ def _direct_groups(n, per_image):
              for i in range(g[0].start, g[-1].stop, step)] for g in groups], hold
 
 
+def _run_direct(kernel, src, out, bias, relu, per_image):
+    """out = kernel(src) (+ b, ReLU) for a direct forward or adjoint, chunk by chunk on
+    the image groups of :func:`_direct_groups`; returns ``out``."""
+    def body(parts):
+        for part in parts:
+            kernel(src[part], bias, out[part], relu)
+
+    run_groups(body, *_direct_groups(src.shape[0], per_image))
+    return out
+
+
 def _kept_part(keep, part, per_image, itemsize):
     """The slice of a kept-columns buffer (flat) that holds chunk ``part``."""
     if keep is None:
@@ -214,12 +223,7 @@ def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None, relu=Fa
     direct = _direct.forward(x, weight, g)
     per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
     if direct is not None:                   # y = W ⋆ x + b, without columns
-        def direct_body(parts):
-            for part in parts:
-                direct(x[part], bias, y[part], relu)
-
-        run_groups(direct_body, *_direct_groups(n, per_image))
-        return y
+        return _run_direct(direct, x, y, bias, relu, per_image)
     w_mat = _w_mat(weight, g.groups)                             # (g, c_out/g, K)
 
     def body(parts):
@@ -241,12 +245,7 @@ def _correlate_t(y, weight, g: ConvGeometry, h, w, bias=None, relu=False):
     per_image = _per_image(c_in, g, oh, ow, y.dtype.itemsize)
     direct = _direct.adjoint(y, weight, g, c_in)
     if direct is not None:                   # x = Wᵀ ⋆ y (+ b), without columns
-        def direct_body(parts):
-            for part in parts:
-                direct(y[part], bias, x[part], relu)
-
-        run_groups(direct_body, *_direct_groups(n, per_image))
-        return x
+        return _run_direct(direct, y, x, bias, relu, per_image)
     w_mat = _w_mat(weight, g.groups)
 
     def body(parts):
