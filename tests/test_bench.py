@@ -108,3 +108,36 @@ def test_readme_table_is_what_the_saved_runs_give():
             for t in (1, 2)]
     assert all(r for _, r in runs)
     assert module.table(runs) in (root / "README.md").read_text(encoding="utf-8")
+
+
+def test_ratios_pair_each_backend_with_its_peer():
+    """numpy/numba rows are divided by torch's (CPU), cupy rows by torch-cuda's."""
+    from minicae.bench import harness
+
+    def row(side, ms):
+        return {"case": "cae_strided", "side": side, "ms": ms, "cpu_ms": ms}
+
+    rows = [row("numba", 6.0), row("cupy", 3.0), row("torch", 4.0), row("torch-cuda", 2.0)]
+    harness._add_ratios(rows)
+    ratios = {r["side"]: r.get("ratio_to_torch") for r in rows}
+    assert ratios == {"numba": 1.5, "cupy": 1.5, "torch": None, "torch-cuda": None}
+    alone = [row("cupy", 3.0), row("torch", 4.0)]     # no GPU peer: no ratio for cupy
+    harness._add_ratios(alone)
+    assert "ratio_to_torch" not in alone[0]
+
+
+def test_bench_torch_cuda_peer_needs_a_gpu(monkeypatch):
+    import sys
+    import types
+
+    fake = types.ModuleType("torch")
+    fake.__version__ = "0.0+cpu"
+    fake.cuda = types.SimpleNamespace(is_available=lambda: False)
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    with pytest.raises(ValueError, match="torch-cuda.*GPU"):
+        bench.run_bench(cli.build_parser().parse_args(
+            ["bench", "--quick", "--keep-env", "--backends", "numpy",
+             "--peers", "torch-cuda", "--cases", "sgemm"]))
+    with pytest.raises(ValueError, match="expected peers from"):
+        bench.run_bench(cli.build_parser().parse_args(
+            ["bench", "--quick", "--keep-env", "--peers", "jax", "--cases", "sgemm"]))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from minicae import functional as F
+from minicae.backend import to_device, to_numpy
 
 
 @pytest.fixture
@@ -16,17 +17,19 @@ def tiny_budget():
 
 
 def _all_ops(rng):
-    x = rng.standard_normal((7, 4, 9, 8))
-    w = rng.standard_normal((6, 2, 3, 3))
+    def draw(*shape):                # on the active backend's device
+        return to_device(rng.standard_normal(shape))
+
+    x = draw(7, 4, 9, 8)
+    w = draw(6, 2, 3, 3)
     kw = dict(stride=2, padding=1, dilation=1, groups=2)
-    y = F.conv2d(x, w, rng.standard_normal(6), **kw)
-    dy = rng.standard_normal(y.shape)
-    grads = F.conv2d_backward(dy, x, w, **kw)
-    wt = rng.standard_normal((4, 3, 3, 3))
+    y = F.conv2d(x, w, draw(6), **kw)
+    grads = F.conv2d_backward(draw(*y.shape), x, w, **kw)
+    wt = draw(4, 3, 3, 3)
     yt = F.conv_transpose2d(x, wt, stride=2, padding=1, output_padding=1)
-    gt = F.conv_transpose2d_backward(rng.standard_normal(yt.shape), x, wt, stride=2,
+    gt = F.conv_transpose2d_backward(draw(*yt.shape), x, wt, stride=2,
                                      padding=1, output_padding=1)
-    return [y, *grads, yt, *gt]
+    return [to_numpy(a) for a in (y, *grads, yt, *gt)]
 
 
 def test_chunked_results_equal_unchunked(backend, tiny_budget):

@@ -37,6 +37,7 @@ import tempfile
 from .. import backend as backend_mod
 from .harness import (_REEXEC, BLAS_VARS, DEFAULT_CASES, _add_ratios, _set_threads,
                       environment, run_cases, run_scaling, thread_env, time_work)
+from .cases import TORCH_SIDES
 from .report import format_table, plot_scaling
 
 __all__ = ["add_bench_arguments", "run_bench", "time_work", "environment", "run_cases",
@@ -47,7 +48,9 @@ def add_bench_arguments(parser):
     """Register the flags of ``minicae bench`` on an argparse parser."""
     parser.add_argument("--backends", default=None,
                         help="comma-separated backends (default: every installed one)")
-    parser.add_argument("--peers", default="", help="comma-separated peers: torch")
+    parser.add_argument("--peers", default="",
+                        help="comma-separated peers: torch (CPU), torch-cuda (GPU, the "
+                             "peer of the cupy backend)")
     parser.add_argument("--cases", default=None,
                         help=f"comma-separated cases (default: {','.join(DEFAULT_CASES)})")
     parser.add_argument("--repeats", type=int, default=None,
@@ -99,13 +102,17 @@ def _sides(args):
         names = [b for b in backend_mod.BACKENDS if available[b][0]]
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     for p in peers:
-        if p != "torch":
-            raise ValueError(f"minicae bench: expected peers from ('torch',), got {p!r}.")
+        if p not in TORCH_SIDES:
+            raise ValueError(f"minicae bench: expected peers from {tuple(TORCH_SIDES)}, "
+                             f"got {p!r}.")
         try:
-            import torch  # noqa: F401
+            import torch
         except ImportError as exc:
-            raise ValueError(f"minicae bench: peer 'torch' is not installed ({exc}). "
+            raise ValueError(f"minicae bench: peer {p!r}: torch is not installed ({exc}). "
                              "Install it with: pip install \"minicae[peers]\".") from exc
+        if TORCH_SIDES[p] == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"minicae bench: peer {p!r} needs a CUDA build of torch and "
+                             f"a GPU; torch {torch.__version__} sees none.")
     return names + peers
 
 

@@ -9,7 +9,10 @@ both sides, so the GFLOP/s columns compare like with like.
 
 The minicae side is built from :mod:`minicae.nn` layers and the functional
 floor directly; the PyTorch side from ``torch.nn`` with the same shapes,
-initialisation scheme, loss and optimiser (Adam, lr 1e-3).
+initialisation scheme, loss and optimiser (Adam, lr 1e-3). Two PyTorch sides:
+``torch`` on the CPU and ``torch-cuda`` on the GPU (the peer of the ``cupy``
+backend), whose every step ends with ``torch.cuda.synchronize()``, as the CuPy
+side's ends with the device's synchronise.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-__all__ = ["Work", "CONV_CASES", "TRAIN_CASES", "build", "cae_strided", "conv_macs"]
+__all__ = ["Work", "CONV_CASES", "TRAIN_CASES", "TORCH_SIDES", "build", "cae_strided",
+           "conv_macs"]
+
+# the PyTorch sides and the device each runs on
+TORCH_SIDES = {"torch": "cpu", "torch-cuda": "cuda"}
 
 
 class Work(NamedTuple):
@@ -111,19 +118,26 @@ def _minicae_conv(spec: ConvSpec, rng, sync):
     return Work(step, forward, 3 * macs, macs, spec.n)
 
 
-def _torch_conv(spec: ConvSpec, rng):
+def _torch_sync(torch, device):
+    """A closure ending a torch step: the GPU's queue drained, nothing on the CPU."""
+    return torch.cuda.synchronize if device == "cuda" else _sync_noop
+
+
+def _torch_conv(spec: ConvSpec, rng, device="cpu"):
     import torch
 
     s, p, k = spec.stride, spec.padding, spec.k
     tf = torch.nn.functional
+    sync = _torch_sync(torch, device)
     w_shape = (spec.c_in, spec.c_out, k, k) if spec.transposed else (spec.c_out,
                                                                        spec.c_in, k, k)
-    x = torch.tensor(rng.standard_normal((spec.n, spec.c_in, spec.hw, spec.hw)),
-                     dtype=torch.float32, requires_grad=True)
-    w = torch.tensor(rng.standard_normal(w_shape) * 0.1, dtype=torch.float32,
-                     requires_grad=True)
-    b = torch.tensor(rng.standard_normal(spec.c_out), dtype=torch.float32,
-                     requires_grad=True)
+
+    def tensor(a, grad=True):
+        return torch.tensor(a, dtype=torch.float32, device=device, requires_grad=grad)
+
+    x = tensor(rng.standard_normal((spec.n, spec.c_in, spec.hw, spec.hw)))
+    w = tensor(rng.standard_normal(w_shape) * 0.1)
+    b = tensor(rng.standard_normal(spec.c_out))
     if spec.transposed:
         def op(x_):
             return tf.conv_transpose2d(x_, w, b, stride=s, padding=p,
@@ -132,16 +146,20 @@ def _torch_conv(spec: ConvSpec, rng):
         def op(x_):
             return tf.conv2d(x_, w, b, stride=s, padding=p)
     with torch.no_grad():
-        dy = torch.tensor(rng.standard_normal(tuple(op(x).shape)), dtype=torch.float32)
+        dy = tensor(rng.standard_normal(tuple(op(x).shape)), grad=False)
 
     def forward():
         with torch.no_grad():
-            return op(x)
+            y = op(x)
+        sync()
+        return y
 
     def step():
         y = op(x)
         # dx, dW, db without accumulating into .grad (same work as minicae's backward)
-        return torch.autograd.grad(y, (x, w, b), dy)
+        grads = torch.autograd.grad(y, (x, w, b), dy)
+        sync()
+        return grads
     macs = conv_macs(spec)
     return Work(step, forward, 3 * macs, macs, spec.n)
 
@@ -233,12 +251,13 @@ class _MSE:
         return self._diff * (2.0 / self._diff.size)  # dL/dx̂ = 2(x̂ - x)/size
 
 
-def _torch_train(name, n, hw, rng):
+def _torch_train(name, n, hw, rng, device="cpu"):
     import torch
 
-    model = torch.nn.Sequential(*_layers(name, _TorchNN(torch)))
+    sync = _torch_sync(torch, device)
+    model = torch.nn.Sequential(*_layers(name, _TorchNN(torch))).to(device)
     shape = (n, 784) if name == "dense_ae" else (n, 1, hw, hw)
-    x = torch.tensor(rng.random(shape), dtype=torch.float32)
+    x = torch.tensor(rng.random(shape), dtype=torch.float32, device=device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.MSELoss()
 
@@ -247,6 +266,7 @@ def _torch_train(name, n, hw, rng):
         loss = loss_fn(model(x), x)
         loss.backward()
         opt.step()
+        sync()
         return loss
     return model, Work(step, None, _train_macs(name, n, hw), 0.0, n)
 
@@ -266,37 +286,49 @@ class _TorchNN:
         return self._nn.Conv2d(c_in, c_out, k, stride, padding)
 
 
-def _gemm(side, n, rng):
+def _gemm(side, n, rng, sync):
+    """One n×n·n×n float32 product: NumPy's BLAS, cuBLAS through CuPy, or torch's."""
     a = rng.standard_normal((n, n)).astype(np.float32)
     b = rng.standard_normal((n, n)).astype(np.float32)
-    if side == "torch":
+    if side in TORCH_SIDES:
         import torch
 
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        return Work(lambda: torch.mm(ta, tb), None, float(n) ** 3, 0.0, 0)
-    return Work(lambda: a @ b, None, float(n) ** 3, 0.0, 0)
+        device = TORCH_SIDES[side]
+        sync = _torch_sync(torch, device)
+        a, b = torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)
+    elif side == "cupy":
+        from .. import functional as F
+
+        a, b = F.asarray(a), F.asarray(b)
+
+    def step():
+        c = a @ b
+        sync()
+        return c
+    return Work(step, None, float(n) ** 3, 0.0, 0)
 
 
 def build(case, side, *, quick=False, batch=None, hw=None, sync=_sync_noop, seed=0):
     """Build the :class:`Work` of ``case`` on ``side`` ('torch' or the active backend)."""
     rng = np.random.default_rng(seed)
-    if case == "sgemm":
-        return _gemm(side, 64 if quick else 1024, rng)
+    if case == "sgemm":                  # a GPU needs a larger product to be busy
+        big = 4096 if side in ("cupy", "torch-cuda") else 1024
+        return _gemm(side, 64 if quick else big, rng, sync)
     if case in CONV_CASES:
         spec = CONV_CASES[case]
         if quick:
             spec = spec._replace(n=2, hw=min(spec.hw, 8), c_in=min(spec.c_in, 4),
                                  c_out=min(spec.c_out, 4))
-        if side == "torch":
-            return _torch_conv(spec, rng)
+        if side in TORCH_SIDES:
+            return _torch_conv(spec, rng, TORCH_SIDES[side])
         return _minicae_conv(spec, rng, sync)
     n, size = TRAIN_CASES[case]
     n = batch or (4 if quick else n)
     size = hw or (8 if quick and case != "dense_ae" else size)
     if case == "dense_ae":
         size = 28
-    if side == "torch":
-        return _torch_train(case, n, size, rng)[1]
+    if side in TORCH_SIDES:
+        return _torch_train(case, n, size, rng, TORCH_SIDES[side])[1]
     return _minicae_train(case, n, size, rng, sync)[1]
 
 

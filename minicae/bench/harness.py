@@ -141,12 +141,16 @@ def environment(threads, sides, children=False):
            "numpy": numpy.__version__, "numba": _version("numba"),
            "blas": _threads_report(), "env": env_vars,
            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-    if "torch" in sides:
+    if any(side in cases.TORCH_SIDES for side in sides):
         import torch
 
         out["torch"] = torch.__version__
         out["torch_threads"] = torch.get_num_threads()
         out["torch_config"] = torch.__config__.parallel_info().splitlines()[:6]
+    if "torch-cuda" in sides:
+        out["torch_cuda"] = {"cuda": torch.version.cuda,
+                             "cudnn": torch.backends.cudnn.version(),
+                             "gpu": torch.cuda.get_device_name(0)}
     if "cupy" in sides:
         with backend_mod.use_backend("cupy") as be:
             cupy = be.xp
@@ -168,7 +172,7 @@ def _set_threads(threads, sides):
         pass
     # Numba's pool is sized by NUMBA_NUM_THREADS, which the bench sets for the
     # process of each side (numba itself is imported by the kernels alone).
-    if "torch" in sides:
+    if any(side in cases.TORCH_SIDES for side in sides):
         import torch
 
         torch.set_num_threads(threads)
@@ -194,13 +198,17 @@ def _measure(case, side, *, repeats, quick, **size):
     if side == "cupy":                 # device memory: what CuPy's pool holds
         pool = backend_mod.get_backend().xp.get_default_memory_pool()
         row["gpu_pool_mib"] = pool.total_bytes() / 2**20
+    elif side == "torch-cuda":         # and what torch's caching allocator holds
+        import torch
+
+        row["gpu_pool_mib"] = torch.cuda.memory_reserved() / 2**20
     elif side != "torch":
         row["peak_traced_mib"] = _traced_peak(work.step) / 2**20
     return row
 
 
 def _side_context(side):
-    if side == "torch":
+    if side in cases.TORCH_SIDES:
         import contextlib
 
         return contextlib.nullcontext()
@@ -224,12 +232,12 @@ def peak_kib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 side, n, hw, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-if side != "torch":
-    from minicae import backend
-    backend.set_backend(side)
-else:
+if side in c.TORCH_SIDES:
     import torch
     torch.set_num_threads(int(sys.argv[5]))
+else:
+    from minicae import backend
+    backend.set_backend(side)
 work = c.cae_strided(side, n, hw)
 work.step()
 before = peak_kib()
@@ -271,8 +279,8 @@ def run_cases(case_names, sides, *, repeats, quick, threads, progress=None):
     rows = []
     for case in case_names:
         for side in sides:
-            if case == "sgemm" and side not in ("numpy", "torch"):
-                continue                  # a NumPy (BLAS) fact, not a backend's
+            if case == "sgemm" and side == "numba":
+                continue                  # NumPy's BLAS again, not Numba's own
             if progress:
                 progress(f"{case} on {side}")
             if case == "rss_cae":
@@ -284,11 +292,18 @@ def run_cases(case_names, sides, *, repeats, quick, threads, progress=None):
     return rows
 
 
+def _peer_of(side):
+    """The PyTorch side a row of ``side`` is compared with: the GPU's for CuPy."""
+    return "torch-cuda" if side == "cupy" else "torch"
+
+
 def _add_ratios(rows):
-    peer = {r["case"]: r for r in rows if r["side"] == "torch"}
+    """``ratio_to_torch``: each minicae row over its peer's row of the same case
+    (``torch`` for the CPU backends, ``torch-cuda`` for CuPy), when measured."""
+    peer = {(r["case"], r["side"]): r for r in rows if r["side"] in cases.TORCH_SIDES}
     for r in rows:
-        ref = peer.get(r["case"])
-        if ref is None or r["side"] == "torch":
+        ref = peer.get((r["case"], _peer_of(r["side"])))
+        if ref is None or r["side"] in cases.TORCH_SIDES:
             continue
         key = "rss_mib" if r["case"] == "rss_cae" else "ms"
         r["ratio_to_torch"] = r[key] / ref[key]
