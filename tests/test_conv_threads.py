@@ -66,6 +66,9 @@ def cpu_backend(request):
 @pytest.mark.parametrize("limit", [2**30, 4096])
 def test_threaded_chunks_match_serial(cpu_backend, two_blas_threads, monkeypatch, groups,
                                       limit):
+    # the BLAS libraries loaded now (another may load later, e.g. through SciPy)
+    held = {p["filepath"]: p["num_threads"] for p in threadpoolctl.threadpool_info()
+            if p["user_api"] == "blas"}
     previous = F.set_workspace_limit(limit)
     try:
         monkeypatch.setattr(_parallel, "MIN_BYTES", 2**62)          # serial
@@ -84,9 +87,10 @@ def test_threaded_chunks_match_serial(cpu_backend, two_blas_threads, monkeypatch
         # only the order of the weight gradient's sums over chunks differs
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12,
                                    err_msg=f"output {i}, groups={groups}, limit={limit}")
-    blas = [p["num_threads"] for p in threadpoolctl.threadpool_info()
-            if p["user_api"] == "blas"]
-    assert all(k == 2 for k in blas), f"BLAS threads not restored: {blas}"
+    after = {p["filepath"]: p["num_threads"] for p in threadpoolctl.threadpool_info()
+             if p["filepath"] in held}
+    assert after == held and set(held.values()) == {2}, \
+        f"BLAS threads not restored: {after}, expected {held}"
 
 
 def test_serial_without_blas_control(monkeypatch):
@@ -114,3 +118,21 @@ def test_run_groups_orders_results_and_raises_a_group_error(two_blas_threads):
                 if p["user_api"] == "blas"]
         assert all(k == 2 for k in blas), f"BLAS threads not restored: {blas}"
     assert _parallel.run_groups(body, [["a"], ["b"]]) == [["a"], ["b"]]
+
+
+def test_thread_count_follows_the_work(monkeypatch):
+    """On many cores a call takes one thread per PER_THREAD_BYTES of columns (at least
+    two once MIN_BYTES is reached), not one per core whatever its size."""
+    import types
+
+    blas = (types.SimpleNamespace(num_threads=16),)
+    monkeypatch.setitem(_parallel._STATE, "blas", blas)
+    monkeypatch.setattr(_parallel, "_cores", lambda: 16)
+    per = _parallel.PER_THREAD_BYTES
+    assert _parallel.thread_groups(128, _parallel.MIN_BYTES - 1) == (1, True)
+    assert _parallel.thread_groups(128, _parallel.MIN_BYTES) == (2, True)
+    assert _parallel.thread_groups(128, 6 * per + per // 2) == (6, True)
+    assert _parallel.thread_groups(128, 100 * per) == (16, True)      # the cores
+    assert _parallel.thread_groups(3, 100 * per) == (3, True)         # the chunks
+    blas[0].num_threads = 4                                            # BLAS's limit
+    assert _parallel.thread_groups(128, 100 * per) == (4, True)

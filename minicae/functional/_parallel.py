@@ -37,6 +37,16 @@ __all__ = ["thread_groups", "run_groups"]
 # MiB). 512 KiB takes in the strided CAE's 1-channel layers (882 KiB): step at
 # 2 threads, four A/B runs, 7.78 -> 7.31 ms median (benchmarks/README.md).
 MIN_BYTES = 512 * 2**10
+# Columns (bytes) per thread beyond the second: a call takes min(cores, BLAS
+# threads, nbytes // PER_THREAD_BYTES) threads, never fewer than two once
+# MIN_BYTES is reached (so two cores behave as above). Without it a 16-core
+# machine cut every layer into 16 groups of a few images, and the hand-offs and
+# GIL turns cost more than the threads saved. Strided CAE step, numba, batch
+# 128, 16-core Xeon (Emerald Rapids) at 16 threads, median of three interleaved
+# rounds (benchmarks/bench_threads.py): no limit 30.2 ms, 512 KiB 8.9, 1 MiB 8.4,
+# 2 MiB 10.3; conv 16->32 14² s2: 6.3, 1.7, 2.1, 2.7 ms. At 4 and 8 threads 512
+# KiB is as fast as no limit or faster (benchmarks/README.md, round 9).
+PER_THREAD_BYTES = MIN_BYTES
 
 _STATE = {"blas": None, "workers": []}
 _LOCK = threading.Lock()
@@ -75,7 +85,7 @@ def thread_groups(n_parts, nbytes):
         return 1, False
     if nbytes < MIN_BYTES:
         return 1, True
-    return threads, True
+    return min(threads, max(2, nbytes // PER_THREAD_BYTES)), True
 
 
 class _Worker:
