@@ -381,7 +381,8 @@ class Adam(Optimizer):
         bias2 = 1 - beta2**t  # v̂ = v / (1 − β₂ᵗ)
         fused = F.active().kernels.adam_update
         if fused is not None and _one_pass(p.data, g, m, v):
-            # the same operations in one pass (kernels/_numba_optim.py), bit for bit
+            # the same operations in one pass (kernels/_numba_optim.py, _cupy.py),
+            # bit for bit
             fused(p.data, g, m, v, beta1, beta2, math.sqrt(bias2), self.eps,
                   self.lr / bias1)
             return

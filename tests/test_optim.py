@@ -278,38 +278,74 @@ def test_schedule_validation():
         StepLR(object(), step_size=1)
 
 
+def _fused_backends():
+    from minicae import backend as backend_mod
+
+    params = []
+    for name in ("numba", "cupy"):
+        ok, reason = backend_mod.available_backends()[name]
+        marks = [] if ok else [pytest.mark.skip(reason=f"{name} backend: {reason}")]
+        if name == "cupy":
+            marks.append(pytest.mark.gpu)
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+@pytest.mark.parametrize("fused", _fused_backends())
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("weight_decay,decoupled", [(0.0, False), (0.1, False), (0.1, True)])
-def test_numba_fused_adam_equals_the_numpy_passes_bit_for_bit(dtype, weight_decay,
-                                                             decoupled):
-    """The numba backend's one-pass Adam (explicit vectors, no fused multiply-add)
-    gives exactly the NumPy backend's parameters and moments, step after step, for
-    sizes that end inside a vector, and takes over from a NumPy-made state."""
-    pytest.importorskip("numba")
+def test_fused_adam_equals_the_numpy_passes_bit_for_bit(fused, dtype, weight_decay,
+                                                        decoupled):
+    """The one-pass Adam of numba (explicit vectors) and of cupy (one kernel), with no
+    fused multiply-add, gives exactly the NumPy backend's parameters and moments,
+    step after step, for sizes that end inside a vector, and takes over from a
+    NumPy-made state."""
     from minicae import backend as backend_mod
+    from minicae.backend import to_device, to_numpy
     from minicae.kernels import load_kernels
 
-    assert load_kernels("numba").adam_update is not None
+    assert load_kernels(fused).adam_update is not None
     rng = np.random.default_rng(9)
     shapes = [(7,), (33, 5), (3, 3, 3, 3), (1,)]
     init = [rng.standard_normal(s).astype(dtype) for s in shapes]
     grads = [[(rng.standard_normal(s) * 10.0 ** rng.integers(-3, 3)).astype(dtype)
               for s in shapes] for _ in range(6)]
     out = {}
-    for name in ("numpy", "numba"):
-        params = [Parameter(t.copy()) for t in init]
-        opt = Adam(params, lr=0.01, betas=(0.8, 0.99), eps=1e-6,
-                   weight_decay=weight_decay, decoupled=decoupled)
-        for step, step_grads in enumerate(grads):
-            # the numba run's first three steps on NumPy's path: the fused kernel
-            # then takes over moments that the passes made
-            with backend_mod.use_backend("numpy" if step < 3 else name):
+    for name in ("numpy", fused):
+        with backend_mod.use_backend(name) as be:
+            params = [Parameter(to_device(t.copy(), backend=be)) for t in init]
+            opt = Adam(params, lr=0.01, betas=(0.8, 0.99), eps=1e-6,
+                       weight_decay=weight_decay, decoupled=decoupled)
+            for step, step_grads in enumerate(grads):
                 for p, g in zip(params, step_grads):
-                    p.grad[...] = g
-                opt.step()
-        out[name] = [p.data for p in params] + [
-            value for slots in opt.state.values() for _, value in sorted(slots.items())]
-    assert len(out["numba"]) == 3 * len(shapes)
-    for got, want in zip(out["numba"], out["numpy"]):
+                    p.grad[...] = to_device(g, backend=be)
+                if step < 3:
+                    # the first three steps through the array operations (the
+                    # passes): the kernel then takes over moments that they made
+                    _without_fused_adam(opt)
+                else:
+                    opt.step()
+        out[name] = [to_numpy(p.data) for p in params] + [
+            to_numpy(value) for slots in opt.state.values()
+            for _, value in sorted(slots.items())]
+    assert len(out[fused]) == 3 * len(shapes)
+    for got, want in zip(out[fused], out["numpy"]):
         assert got.dtype == dtype
         assert_array_equal(got, want)
+
+
+def _without_fused_adam(opt):
+    """opt.step() with the active backend's fused Adam switched off: NumPy's array
+    operations, on the backend's own arrays and device."""
+    import dataclasses
+
+    from minicae import backend as backend_mod
+
+    be = backend_mod.get_backend()
+    previous = backend_mod._active
+    backend_mod._active = dataclasses.replace(
+        be, kernels=be.kernels._replace(adam_update=None))
+    try:
+        opt.step()
+    finally:
+        backend_mod._active = previous

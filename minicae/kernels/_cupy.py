@@ -1,15 +1,19 @@
-"""im2col_kn / col2im_kn as CuPy elementwise kernels (one GPU thread per output cell).
+"""im2col_kn / col2im_kn / adam_update as CuPy elementwise kernels (one GPU thread per
+output cell).
 
 ``col2im_kn`` gathers: each thread owns one input pixel and sums the column
 entries that read it, so the result is deterministic and needs no atomics.
-Written against CuPy's documented ``ElementwiseKernel`` API.
+``adam_update`` is Adam's ten array operations in one launch (a GPU step of a
+small model is bound by launches, benchmarks/README.md round 9), each rounded
+once as NumPy rounds it. Written against CuPy's documented ``ElementwiseKernel``
+API.
 """
 
 from __future__ import annotations
 
 import cupy
 
-__all__ = ["im2col_kn", "col2im_kn"]
+__all__ = ["im2col_kn", "col2im_kn", "adam_update"]
 
 _IM2COL_KN = cupy.ElementwiseKernel(
     "raw T x, int32 n_img, int32 c, int32 h, int32 w, int32 kh, int32 kw, int32 oh, "
@@ -63,6 +67,48 @@ _COL2IM_KN = cupy.ElementwiseKernel(
     """,
     "minicae_col2im_kn",
 )
+
+
+# IEEE operations rounded to nearest that the compiler may never merge into a
+# fused multiply-add (CUDA's __f*_rn / __d*_rn intrinsics): NumPy rounds every
+# product before the sum, and so must this kernel to give its results.
+_ROUNDED = """
+__device__ inline float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ inline double add_rn(double a, double b) { return __dadd_rn(a, b); }
+__device__ inline float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+__device__ inline double sub_rn(double a, double b) { return __dsub_rn(a, b); }
+__device__ inline float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ inline double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ inline float div_rn(float a, float b) { return __fdiv_rn(a, b); }
+__device__ inline double div_rn(double a, double b) { return __ddiv_rn(a, b); }
+__device__ inline float sqrt_rn(float a) { return __fsqrt_rn(a); }
+__device__ inline double sqrt_rn(double a) { return __dsqrt_rn(a); }
+"""
+
+_ADAM = cupy.ElementwiseKernel(
+    "T g, T beta1, T c1, T beta2, T c2, T sqrt_bias2, T eps, T step",
+    "T p, T m, T v",
+    """
+    // m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+    T mi = add_rn(mul_rn(m, beta1), mul_rn(c1, g));
+    T vi = add_rn(mul_rn(v, beta2), mul_rn(c2, mul_rn(g, g)));
+    // p <- p - (lr / (1 - b1^t)) (m / (sqrt(v) / sqrt(1 - b2^t) + eps))
+    T denom = add_rn(div_rn(sqrt_rn(vi), sqrt_bias2), eps);
+    p = sub_rn(p, mul_rn(step, div_rn(mi, denom)));
+    m = mi;
+    v = vi;
+    """,
+    "minicae_adam",
+    preamble=_ROUNDED,
+)
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, beta1, beta2, sqrt_bias2, eps, step):
+    """One Adam step in place in one launch (see kernels/_numba_optim.py for the
+    formulas): ``step`` is η/(1−β₁ᵗ), ``sqrt_bias2`` is √(1−β₂ᵗ); the scalars are
+    rounded to the arrays' dtype, as NumPy rounds a Python float with an array."""
+    _ADAM(grad, beta1, 1 - beta1, beta2, 1 - beta2, sqrt_bias2, eps, step,
+          param, exp_avg, exp_avg_sq)
 
 
 def _buffer(out, shape, dtype):
