@@ -1,4 +1,5 @@
-"""Convolution chunks on two threads: same results as the serial path, BLAS restored."""
+"""Convolutions on two threads (Python threads for the columns, Numba threads in the
+direct kernels): same results as the serial path, BLAS restored."""
 
 from __future__ import annotations
 
@@ -71,18 +72,29 @@ def test_threaded_chunks_match_serial(cpu_backend, two_blas_threads, monkeypatch
             if p["user_api"] == "blas"}
     previous = F.set_workspace_limit(limit)
     try:
-        monkeypatch.setattr(_parallel, "MIN_BYTES", 2**62)          # serial
+        # serial: neither Python threads (columns) nor Numba threads (direct kernels)
+        monkeypatch.setattr(_parallel, "MIN_BYTES", 2**62)
+        monkeypatch.setattr(_parallel, "KERNEL_PER_THREAD_BYTES", 2**62)
         serial = _all_ops(np.random.default_rng(3), groups=groups)
-        monkeypatch.setattr(_parallel, "MIN_BYTES", 0)              # threaded
-        calls = []
-        run = _parallel.run_groups
+        monkeypatch.setattr(_parallel, "MIN_BYTES", 0)                      # threaded
+        monkeypatch.setattr(_parallel, "KERNEL_PER_THREAD_BYTES", 1)
+        calls, kernel_calls = [], []
+        run, threads_of = _parallel.run_groups, _parallel.kernel_threads
         monkeypatch.setattr("minicae.functional.conv.run_groups",
                             lambda body, groups, hold=True: calls.append(len(groups))
                             or run(body, groups, hold))
+        monkeypatch.setattr("minicae.functional.conv.kernel_threads",
+                            lambda n, nbytes: kernel_calls.append(threads_of(n, nbytes))
+                            or kernel_calls[-1])
         threaded = _all_ops(np.random.default_rng(3), groups=groups)
     finally:
         F.set_workspace_limit(previous)
-    assert max(calls) >= 2, f"no call ran on two threads (groups per call: {calls})"
+    # the column path on Python threads; on numba, ungrouped convolutions are direct
+    # kernels that split their images over Numba's threads
+    assert max(calls, default=0) >= 2 or cpu_backend.name == "numba" and groups == 1, \
+        f"no call ran on two Python threads (groups per call: {calls})"
+    if cpu_backend.name == "numba":
+        assert max(kernel_calls) == 2, f"no direct kernel on two threads: {kernel_calls}"
     for i, (a, b) in enumerate(zip(threaded, serial)):
         # only the order of the weight gradient's sums over chunks differs
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12,

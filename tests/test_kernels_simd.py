@@ -331,15 +331,15 @@ def test_direct_kernels_in_chunks_of_images_give_the_same_results(stride, monkey
     b = rng.standard_normal(9)
     kw = dict(stride=stride, padding=1)
     runs = []
-    real = C.run_groups
+    real = C._direct_chunks
     with backend_mod.use_backend("numba"):
         for chunk in (2**62, 1):                     # whole batch; one image a call
             monkeypatch.setattr(C, "_DIRECT_CHUNK_BYTES", chunk)
             monkeypatch.setattr(C, "_DIRECT_CHUNK_MIN", 1)
             calls = []
-            monkeypatch.setattr(C, "run_groups", lambda body, groups, hold=True, c=calls:
-                                c.append(sum(len(g) for g in groups))
-                                or real(body, groups, hold))
+            monkeypatch.setattr(C, "_direct_chunks", lambda n, per_image, c=calls:
+                                c.append(len(real(n, per_image)[0]))
+                                or real(n, per_image))
             y = F.conv2d(x, w, b, **kw)
             dy = np.cos(np.arange(y.size)).reshape(y.shape)
             yt = F.conv_transpose2d(y, w, None, output_padding=stride - 1, **kw)
@@ -364,3 +364,52 @@ def test_stride1_weight_gradient_in_groups_of_channel_blocks(dtype, monkeypatch)
     monkeypatch.setattr(_numba_s1, "_SCRATCH_BYTES", 1)
     grouped = _numba.conv_s1_wgrad(dy, x, 3, 3, 1, 1, 1, 1)
     assert_array_equal(grouped, whole)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("family", ["s1", "cv", "c1", "direct"])
+def test_direct_kernels_on_numba_threads_equal_one_thread(family, dtype):
+    """Each direct kernel with its images split over Numba threads (a prange over
+    image ranges, ranges of unequal size) gives one thread's output and input
+    gradient exactly, and its weight gradient up to the order of the range sums."""
+    from minicae.kernels import _numba, _numba_c1, _numba_cv, _numba_s1
+
+    rng = np.random.default_rng(5)
+    c_in = 1 if family == "c1" else 5
+    c_out = 1 if family == "direct" else 6
+    stride = 2 if family in ("cv", "c1") else 1
+    x = rng.standard_normal((7, c_in, 12, 11)).astype(dtype)
+    w = rng.standard_normal((c_out, c_in, 3, 3)).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    oh, ow = (12 + 2 - 3) // stride + 1, (11 + 2 - 3) // stride + 1
+    s = (stride, stride, 1, 1, 1, 1)              # sh, sw, pt, pl, dil_h, dil_w
+    kernels = {
+        "s1": (lambda x_, o, t: _numba_s1.conv_s1(x_, w, b, 1, 1, 1, 1, o, True, t),
+               lambda d, o, t: _numba_s1.conv_s1_adjoint(d, w, 1, 1, 1, 1, o, None, True,
+                                                         t),
+               lambda d, t: _numba_s1.conv_s1_wgrad(d, x, 3, 3, 1, 1, 1, 1, t)),
+        "cv": (lambda x_, o, t: _numba_cv.conv_cv(x_, w, b, *s, o, True, t),
+               lambda d, o, t: _numba_cv.conv_cv_adjoint(d, w, None, *s, o, False, t),
+               lambda d, t: _numba_cv.conv_cv_wgrad(d, x, 3, 3, *s, t)),
+        "c1": (lambda x_, o, t: _numba_c1.conv_c1(x_, w, b, *s, o, True, t),
+               lambda d, o, t: _numba_c1.conv_c1_adjoint(d, w, None, *s, o, False, t),
+               lambda d, t: _numba_c1.conv_c1_wgrad(d, x, 3, 3, *s, relu_out=d,
+                                                    threads=t)[0]),
+        "direct": (lambda x_, o, t: _numba.conv_direct(x_, w, b, 1, 1, 1, 1, 1, 1, 1, 1, o,
+                                                       threads=t),
+                   lambda d, o, t: _numba.conv_direct_adjoint(d, w, 12, 11, 1, 1, 1, 1, 1, 1,
+                                                              1, 1, out=o, threads=t),
+                   lambda d, t: _numba.conv_direct_wgrad(d, x, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                         threads=t)),
+    }
+    forward, adjoint, wgrad = kernels[family]
+    outs = {}
+    for threads in (1, 3):
+        y = forward(x, np.empty((7, c_out, oh, ow), dtype), threads)
+        dx = adjoint(y, np.empty_like(x), threads)
+        outs[threads] = (y, dx, wgrad(y, threads))
+    assert_array_equal(outs[3][0], outs[1][0])
+    assert_array_equal(outs[3][1], outs[1][1])
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert_allclose(outs[3][2], outs[1][2], rtol=tol, atol=tol * np.abs(outs[1][2]).max())
+    assert np.abs(outs[1][2]).max() > 0

@@ -14,8 +14,9 @@ shapes where the columns cost more than they save:
 
 Only grouped convolutions (and non-float dtypes) keep the columns on Numba.
 
-Each function here returns the callables that conv.py runs per image group
-(one per thread), or None when the columns stay. Every rule cites the
+Each function here returns the callables that conv.py runs per chunk of images,
+or None when the columns stay; every callable takes ``threads``, the Numba
+threads its kernel splits the chunk's images over. Every rule cites the
 benchmark row that set it.
 """
 
@@ -109,51 +110,52 @@ def _c1_args(g: ConvGeometry):
 
 
 def forward(x, weight, g: ConvGeometry):
-    """``f(x, bias, out, relu)``: out = W ⋆ x (+ b, then max(·, 0)) for this
-    conv2d without columns, or None."""
+    """``f(x, bias, out, relu, threads)``: out = W ⋆ x (+ b, then max(·, 0)) for this
+    conv2d without columns, its images split over ``threads`` Numba threads, or None."""
     direct = _direct_kernels(weight, g)
     if direct is not None:
-        def run(xs, bias, out, relu):
-            direct.conv_direct(xs, weight, bias, *g.kernel_args(), out=out)
+        def run(xs, bias, out, relu, threads):
+            direct.conv_direct(xs, weight, bias, *g.kernel_args(), out=out, threads=threads)
             if relu:
                 _relu_inplace(out)
         return run
     c1 = _c1_kernels(x.shape[1], g)
     if c1 is not None:
-        return lambda xs, bias, out, relu: c1.conv_c1(xs, weight, bias, *_c1_args(g),
-                                                      out, relu=relu)
+        return lambda xs, bias, out, relu, threads: c1.conv_c1(
+            xs, weight, bias, *_c1_args(g), out, relu=relu, threads=threads)
     s1 = _s1_kernels(x, x.shape[1], weight.shape[0], g)
     if s1 is not None:
-        return lambda xs, bias, out, relu: s1.conv_s1(xs, weight, bias, *_s1_args(g),
-                                                      out, relu=relu)
+        return lambda xs, bias, out, relu, threads: s1.conv_s1(
+            xs, weight, bias, *_s1_args(g), out, relu=relu, threads=threads)
     cv = _cv_kernels(x, x.shape[1], weight.shape[0], g)
     if cv is not None:
-        return lambda xs, bias, out, relu: cv.conv_cv(xs, weight, bias, *_c1_args(g),
-                                                      out, relu=relu)
+        return lambda xs, bias, out, relu, threads: cv.conv_cv(
+            xs, weight, bias, *_c1_args(g), out, relu=relu, threads=threads)
     return None
 
 
 def adjoint(y, weight, g: ConvGeometry, c_in):
-    """``f(y, bias, out, relu)``: out = Wᵀ ⋆ y (+ b, then max(·, 0)), the transposed
-    convolution to ``c_in`` channels without columns, or None."""
+    """``f(y, bias, out, relu, threads)``: out = Wᵀ ⋆ y (+ b, then max(·, 0)), the
+    transposed convolution to ``c_in`` channels without columns, or None."""
     c1 = _c1_kernels(c_in, g)
     if c1 is not None:
-        return lambda ys, bias, out, relu: c1.conv_c1_adjoint(ys, weight, bias,
-                                                              *_c1_args(g), out, relu=relu)
+        return lambda ys, bias, out, relu, threads: c1.conv_c1_adjoint(
+            ys, weight, bias, *_c1_args(g), out, relu=relu, threads=threads)
     s1 = _s1_kernels(y, c_in, y.shape[1], g)
     if s1 is not None:
-        return lambda ys, bias, out, relu: s1.conv_s1_adjoint(ys, weight, *_s1_args(g),
-                                                              out, bias=bias, relu=relu)
+        return lambda ys, bias, out, relu, threads: s1.conv_s1_adjoint(
+            ys, weight, *_s1_args(g), out, bias=bias, relu=relu, threads=threads)
     cv = _cv_kernels(y, c_in, y.shape[1], g)
     if cv is not None:
-        return lambda ys, bias, out, relu: cv.conv_cv_adjoint(ys, weight, bias,
-                                                              *_c1_args(g), out, relu=relu)
+        return lambda ys, bias, out, relu, threads: cv.conv_cv_adjoint(
+            ys, weight, bias, *_c1_args(g), out, relu=relu, threads=threads)
     return None
 
 
 def conv_backward(x, weight, g: ConvGeometry):
-    """(adjoint(dy, out), wgrad(dy, x, relu_out) -> (dW, db), masks) of the direct
-    convolution that pays for this conv2d, or None: its backward without columns.
+    """(adjoint(dy, out, threads), wgrad(dy, x, relu_out, threads) -> (dW, db), masks)
+    of the direct convolution that pays for this conv2d, or None: its backward
+    without columns.
     ``masks``: wgrad applies a fused ReLU's mask itself (relu_out, or None), so that
     dy needs no pass of its own when no input gradient is wanted (conv 1->16 backward
     after a ReLU, N128 28² s2, one thread: 0.55 -> 0.42 ms).
@@ -161,46 +163,56 @@ def conv_backward(x, weight, g: ConvGeometry):
     direct = _direct_kernels(weight, g)
     if direct is not None:
         args = g.kernel_args()
-        return (lambda dy, out: direct.conv_direct_adjoint(dy, weight, out.shape[2],
-                                                           out.shape[3], *args, out=out),
-                lambda dy, x, _: (direct.conv_direct_wgrad(dy, x, g.kh, g.kw, *args),
-                                  dy.sum(axis=(0, 2, 3))),
+        return (lambda dy, out, t: direct.conv_direct_adjoint(
+                    dy, weight, out.shape[2], out.shape[3], *args, out=out, threads=t),
+                lambda dy, x, _, t: (direct.conv_direct_wgrad(dy, x, g.kh, g.kw, *args,
+                                                              threads=t),
+                                     dy.sum(axis=(0, 2, 3))),
                 False)
     c1 = _c1_kernels(x.shape[1], g)
     if c1 is not None:
-        return (lambda dy, out: c1.conv_c1_adjoint(dy, weight, None, *_c1_args(g), out),
-                lambda dy, x, r: c1.conv_c1_wgrad(dy, x, g.kh, g.kw, *_c1_args(g),
-                                                  relu_out=r),
+        return (lambda dy, out, t: c1.conv_c1_adjoint(dy, weight, None, *_c1_args(g), out,
+                                                      threads=t),
+                lambda dy, x, r, t: c1.conv_c1_wgrad(dy, x, g.kh, g.kw, *_c1_args(g),
+                                                     relu_out=r, threads=t),
                 True)
     s1 = _s1_kernels(x, x.shape[1], weight.shape[0], g)
     if s1 is not None:
-        return (lambda dy, out: s1.conv_s1_adjoint(dy, weight, *_s1_args(g), out),
-                lambda dy, x, _: (s1.conv_s1_wgrad(dy, x, g.kh, g.kw, *_s1_args(g)),
-                                  dy.sum(axis=(0, 2, 3))),
+        return (lambda dy, out, t: s1.conv_s1_adjoint(dy, weight, *_s1_args(g), out,
+                                                      threads=t),
+                lambda dy, x, _, t: (s1.conv_s1_wgrad(dy, x, g.kh, g.kw, *_s1_args(g),
+                                                      threads=t),
+                                     dy.sum(axis=(0, 2, 3))),
                 False)
     cv = _cv_kernels(x, x.shape[1], weight.shape[0], g)
     if cv is not None:
-        return (lambda dy, out: cv.conv_cv_adjoint(dy, weight, None, *_c1_args(g), out),
-                lambda dy, x, _: (cv.conv_cv_wgrad(dy, x, g.kh, g.kw, *_c1_args(g)),
-                                  dy.sum(axis=(0, 2, 3))),
+        return (lambda dy, out, t: cv.conv_cv_adjoint(dy, weight, None, *_c1_args(g), out,
+                                                      threads=t),
+                lambda dy, x, _, t: (cv.conv_cv_wgrad(dy, x, g.kh, g.kw, *_c1_args(g),
+                                                      threads=t),
+                                     dy.sum(axis=(0, 2, 3))),
                 False)
     return None
 
 
 def conv_t_backward(x, dy, weight, g: ConvGeometry):
-    """(forward(dy, out), wgrad(x, dy) -> dW) of y = conv_transpose(x, W) without
-    columns, or None: dx = W ⋆ dY, the convolution, and dW[c, o] = Σ x[c] ⋆ dY[o],
-    the convolution's weight gradient with x in the place of dY."""
+    """(forward(dy, out, threads), wgrad(x, dy, threads) -> dW) of y =
+    conv_transpose(x, W) without columns, or None: dx = W ⋆ dY, the convolution,
+    and dW[c, o] = Σ x[c] ⋆ dY[o], the convolution's weight gradient with x in the
+    place of dY."""
     c1 = _c1_kernels(dy.shape[1], g)
     if c1 is not None:
-        return (lambda d, out: c1.conv_c1(d, weight, None, *_c1_args(g), out),
-                lambda xs, d: c1.conv_c1_wgrad(xs, d, g.kh, g.kw, *_c1_args(g))[0])
+        return (lambda d, out, t: c1.conv_c1(d, weight, None, *_c1_args(g), out, threads=t),
+                lambda xs, d, t: c1.conv_c1_wgrad(xs, d, g.kh, g.kw, *_c1_args(g),
+                                                  threads=t)[0])
     s1 = _s1_kernels(x, dy.shape[1], x.shape[1], g)
     if s1 is not None:
-        return (lambda d, out: s1.conv_s1(d, weight, None, *_s1_args(g), out),
-                lambda xs, d: s1.conv_s1_wgrad(xs, d, g.kh, g.kw, *_s1_args(g)))
+        return (lambda d, out, t: s1.conv_s1(d, weight, None, *_s1_args(g), out, threads=t),
+                lambda xs, d, t: s1.conv_s1_wgrad(xs, d, g.kh, g.kw, *_s1_args(g),
+                                                  threads=t))
     cv = _cv_kernels(x, dy.shape[1], x.shape[1], g)
     if cv is not None:
-        return (lambda d, out: cv.conv_cv(d, weight, None, *_c1_args(g), out),
-                lambda xs, d: cv.conv_cv_wgrad(xs, d, g.kh, g.kw, *_c1_args(g)))
+        return (lambda d, out, t: cv.conv_cv(d, weight, None, *_c1_args(g), out, threads=t),
+                lambda xs, d, t: cv.conv_cv_wgrad(xs, d, g.kh, g.kw, *_c1_args(g),
+                                                  threads=t))
     return None

@@ -1,5 +1,11 @@
 """Run the image chunks of one convolution on several threads, one BLAS thread each.
 
+(The direct convolutions of the numba set, which build no columns, no longer come
+here: their kernels split the images over Numba's own threads, a prange whose
+fork-join costs ~2 us where a hand-off below costs ~75; :func:`kernel_threads`
+says how many. What follows is the column path: grouped convolutions, 1x1 at
+stride 1, and the NumPy backend.)
+
 With a threaded BLAS only the GEMMs of a convolution use the second core;
 im2col, col2im and the layout copies stay on one. Here the chunks are split
 into contiguous groups, one per thread, and each thread runs im2col -> GEMM
@@ -29,7 +35,7 @@ from __future__ import annotations
 import os
 import threading
 
-__all__ = ["thread_groups", "run_groups"]
+__all__ = ["thread_groups", "run_groups", "kernel_threads"]
 
 # Columns (bytes) of one call from which two threads pay. Conv 16->32 14² s2
 # fwd+bwd (numba, 2 threads, serial vs threaded): 441 KiB 433 vs 557 us, 882 KiB
@@ -47,6 +53,10 @@ MIN_BYTES = 512 * 2**10
 # 2 MiB 10.3; conv 16->32 14² s2: 6.3, 1.7, 2.1, 2.7 ms. At 4 and 8 threads 512
 # KiB is as fast as no limit or faster (benchmarks/README.md, round 9).
 PER_THREAD_BYTES = MIN_BYTES
+# Columns' worth of bytes per thread from which a direct kernel splits its images
+# over Numba's threads (a prange: one fork-join of ~2 us, where a hand-off to one
+# of the workers below costs ~75; benchmarks/bench_handoff.py).
+KERNEL_PER_THREAD_BYTES = 64 * 2**10
 
 _STATE = {"blas": None, "workers": []}
 _LOCK = threading.Lock()
@@ -71,6 +81,18 @@ def _cores():
         return len(os.sched_getaffinity(0))
     except AttributeError:                   # not on Linux
         return os.cpu_count() or 1
+
+
+def kernel_threads(n_images, nbytes):
+    """Threads for a kernel that splits its images over Numba's threads itself (the
+    direct convolutions): one per ``KERNEL_PER_THREAD_BYTES`` of columns, at most
+    the images, the cores and BLAS's thread limit (the thread setting the user
+    gave, as for :func:`thread_groups`); 1 without threadpoolctl."""
+    blas = _blas_controllers()
+    if not blas:
+        return 1
+    threads = min(n_images, _cores(), max(c.num_threads for c in blas))
+    return max(1, min(threads, nbytes // KERNEL_PER_THREAD_BYTES))
 
 
 def thread_groups(n_parts, nbytes):

@@ -45,7 +45,7 @@ from . import _direct
 from ._common import active, check_input, check_same_dtype
 from ._gemm import (_chunk_dy, _matmul, _matmul_nt, _product_nchw,
                     _relu_inplace, _small_k, _to_kn, _wgrad_per_image, _work)
-from ._parallel import run_groups, thread_groups
+from ._parallel import kernel_threads, run_groups, thread_groups
 from ._geometry import (ConvGeometry, check_fits, conv_geometry,
                         conv_transpose_output_size)
 
@@ -178,27 +178,27 @@ _DIRECT_CHUNK_BYTES = 4 * 2**20
 _DIRECT_CHUNK_MIN = 32
 
 
-def _direct_groups(n, per_image):
-    """The images of a direct convolution: one group per thread when
-    :func:`_chunk_groups` would use threads for the columns this call does
-    without, else one group; each group in chunks of ``_DIRECT_CHUNK_BYTES``.
-    Two threads, numba, the 'full' CAE step (its 16->1 decoder is direct):
-    10.2 -> 7.65 ms (benchmarks/README.md, round 6).
+def _direct_chunks(n, per_image):
+    """The chunks of a direct convolution's images (of ``_DIRECT_CHUNK_BYTES``, at least
+    ``_DIRECT_CHUNK_MIN`` images), run one after the other on this thread, and the
+    Numba threads each chunk's kernel splits its images over
+    (``_parallel.kernel_threads``). Until round 9 the chunks went to Python threads,
+    one group each, at ~75 us a hand-off; two threads, numba, two alternating
+    runs: strided CAE step 5.02/4.94 -> 4.17/4.17 ms, conv 16->16 3.59/3.50 ->
+    3.52/3.40, 64->64 even (benchmarks/README.md, round 9).
     """
-    groups, hold = _chunk_groups(n, per_image)
     step = max(_DIRECT_CHUNK_MIN, _DIRECT_CHUNK_BYTES // max(1, per_image))
-    return [[slice(i, min(g[-1].stop, i + step))
-             for i in range(g[0].start, g[-1].stop, step)] for g in groups], hold
+    chunks = [slice(i, min(n, i + step)) for i in range(0, n, step)]
+    size = chunks[0].stop
+    return chunks, kernel_threads(size, size * per_image)
 
 
 def _run_direct(kernel, src, out, bias, relu, per_image):
-    """out = kernel(src) (+ b, ReLU) for a direct forward or adjoint, chunk by chunk on
-    the image groups of :func:`_direct_groups`; returns ``out``."""
-    def body(parts):
-        for part in parts:
-            kernel(src[part], bias, out[part], relu)
-
-    run_groups(body, *_direct_groups(src.shape[0], per_image))
+    """out = kernel(src) (+ b, ReLU) for a direct forward or adjoint, chunk by chunk
+    (:func:`_direct_chunks`); returns ``out``."""
+    chunks, threads = _direct_chunks(src.shape[0], per_image)
+    for part in chunks:
+        kernel(src[part], bias, out[part], relu, threads)
     return out
 
 
@@ -279,22 +279,19 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
         adjoint, wgrad, masks = direct
         mask_in_wgrad = masks and not need_dx and relu_out is not None
 
-        def direct_body(parts):
-            # dx = W ⋆ᵀ dY, dW = Σ dY · windows of x, db = Σ dY: without columns
-            partials = []
-            for part in parts:
-                if mask_in_wgrad:
-                    dw, db = wgrad(dy[part], x[part], relu_out[part])
-                else:
-                    dyp = _chunk_dy(dy, part, relu_out)
-                    if need_dx:
-                        adjoint(dyp, dx[part])
-                    dw, db = wgrad(dyp, x[part], None)
-                partials.append((dw, db))
-            return partials
-
-        dweight, dbias = _sum_partials(run_groups(direct_body,
-                                                  *_direct_groups(n, per_image)))
+        # dx = W ⋆ᵀ dY, dW = Σ dY · windows of x, db = Σ dY: without columns
+        chunks, threads = _direct_chunks(n, per_image)
+        partials = []
+        for part in chunks:
+            if mask_in_wgrad:
+                dw, db = wgrad(dy[part], x[part], relu_out[part], threads)
+            else:
+                dyp = _chunk_dy(dy, part, relu_out)
+                if need_dx:
+                    adjoint(dyp, dx[part], threads)
+                dw, db = wgrad(dyp, x[part], None, threads)
+            partials.append((dw, db))
+        dweight, dbias = _add_pairs(partials)
         return dx, dweight.reshape(weight_shape), dbias
     w_mat = _w_mat(weight, g.groups) if need_dx else None
     small_k = _small_k(weight.reshape(g.groups, c_out // g.groups, -1))
@@ -342,17 +339,14 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None):
     if direct is not None:       # dx = W ⋆ dY and dW = Σ x ⋆ dY, without columns
         forward, wgrad = direct
 
-        def direct_body(parts):
-            partials = []
-            for part in parts:
-                dyp = _chunk_dy(dy, part, relu_out)
-                if need_dx:
-                    forward(dyp, dx[part])
-                partials.append((wgrad(x[part], dyp), dyp.sum(axis=(0, 2, 3))))
-            return partials
-
-        dweight, dbias = _sum_partials(run_groups(direct_body,
-                                                  *_direct_groups(n, per_image)))
+        chunks, threads = _direct_chunks(n, per_image)
+        partials = []
+        for part in chunks:
+            dyp = _chunk_dy(dy, part, relu_out)
+            if need_dx:
+                forward(dyp, dx[part], threads)
+            partials.append((wgrad(x[part], dyp, threads), dyp.sum(axis=(0, 2, 3))))
+        dweight, dbias = _add_pairs(partials)
         return dx, dweight.reshape(weight.shape), dbias
     w_mat = _w_mat(weight, g.groups)                             # (g, c_in/g, K)
 

@@ -382,16 +382,55 @@ def _conv_direct_wgrad(dy, x_pad, dw, sh, sw, dil_h, dil_w):
         dwf[t] = total
 
 
-def conv_direct(x, weight, bias, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out):
-    """y = conv2d(x, W) + b (groups 1) into ``out`` (N, C_out, oh, ow), without columns."""
+# The three direct kernels with the images split over ``threads`` Numba threads
+# (one contiguous range each; see _numba_s1.py), the weight gradient's partial sums
+# added in range order.
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _conv_direct_threads(x_pad, w, bias, y, sh, sw, dil_h, dil_w, has_bias, threads):
+    n = x_pad.shape[0]
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        _conv_direct(x_pad[a:b], w, bias, y[a:b], sh, sw, dil_h, dil_w, has_bias)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _conv_direct_adjoint_threads(dy, w, x_pad, sh, sw, dil_h, dil_w, threads):
+    n = dy.shape[0]
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        _conv_direct_adjoint(dy[a:b], w, x_pad[a:b], sh, sw, dil_h, dil_w)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _conv_direct_wgrad_threads(dy, x_pad, dw, sh, sw, dil_h, dil_w, threads):
+    n = dy.shape[0]
+    dws = np.empty((threads,) + dw.shape, dw.dtype)
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        _conv_direct_wgrad(dy[a:b], x_pad[a:b], dws[t], sh, sw, dil_h, dil_w)
+    dw[...] = dws[0]
+    for t in range(1, threads):
+        dw += dws[t]
+
+
+def conv_direct(x, weight, bias, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out, threads=1):
+    """y = conv2d(x, W) + b (groups 1) into ``out`` (N, C_out, oh, ow), without columns;
+    ``threads``: Numba threads to split the images over."""
     has_bias = bias is not None
     b = np.ascontiguousarray(bias) if has_bias else np.zeros(1, dtype=x.dtype)
-    _conv_direct(_padded(x, pt, pb, pl, pr), np.ascontiguousarray(weight), b, out, sh, sw,
-                 dil_h, dil_w, has_bias)
+    args = (_padded(x, pt, pb, pl, pr), np.ascontiguousarray(weight), b, out, sh, sw,
+            dil_h, dil_w, has_bias)
+    threads = min(threads, x.shape[0])
+    if threads > 1:
+        _conv_direct_threads(*args, threads)
+    else:
+        _conv_direct(*args)
     return out
 
 
-def conv_direct_adjoint(dy, weight, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
+def conv_direct_adjoint(dy, weight, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None,
+                        threads=1):
     """dx = conv2d's input gradient for dy (N, C_out, oh, ow): x of shape (N, C_in, h, w),
     into ``out`` when given (the padded sums are copied once, straight there)."""
     n, c_in = dy.shape[0], weight.shape[1]
@@ -399,19 +438,28 @@ def conv_direct_adjoint(dy, weight, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w, 
     hp = max(h + pt + pb, (oh - 1) * sh + (weight.shape[2] - 1) * dil_h + 1)
     wp = max(w + pl + pr, (ow - 1) * sw + (weight.shape[3] - 1) * dil_w + 1)
     x_pad = np.empty((n, c_in, hp, wp), dtype=dy.dtype)
-    _conv_direct_adjoint(np.ascontiguousarray(dy), np.ascontiguousarray(weight), x_pad,
-                         sh, sw, dil_h, dil_w)
+    args = (np.ascontiguousarray(dy), np.ascontiguousarray(weight), x_pad, sh, sw, dil_h,
+            dil_w)
+    threads = min(threads, n)
+    if threads > 1:
+        _conv_direct_adjoint_threads(*args, threads)
+    else:
+        _conv_direct_adjoint(*args)
     if out is None:
         return np.ascontiguousarray(x_pad[:, :, pt:pt + h, pl:pl + w])
     out[...] = x_pad[:, :, pt:pt + h, pl:pl + w]
     return out
 
 
-def conv_direct_wgrad(dy, x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w):
+def conv_direct_wgrad(dy, x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w, threads=1):
     """dW (C_out, C_in, kh, kw) = Σ_{n,p,q} dy · the window of x it saw."""
     dw = np.empty((dy.shape[1], x.shape[1], kh, kw), dtype=x.dtype)
-    _conv_direct_wgrad(np.ascontiguousarray(dy), _padded(x, pt, pb, pl, pr), dw, sh, sw,
-                       dil_h, dil_w)
+    args = (np.ascontiguousarray(dy), _padded(x, pt, pb, pl, pr), dw, sh, sw, dil_h, dil_w)
+    threads = min(threads, dy.shape[0])
+    if threads > 1:
+        _conv_direct_wgrad_threads(*args, threads)
+    else:
+        _conv_direct_wgrad(*args)
     return dw
 
 

@@ -279,11 +279,126 @@ def _wgrad_any(dy, relu_out, x, dw_out, db_out, pt, pl, sh, sw, dh, dw):
            sw, dh, dw)
 
 
-# (kh, kw, sh, sw, dil_h, dil_w) -> (forward, adjoint, weight gradient)
+# The same kernels with the images split over ``threads`` Numba threads (one
+# contiguous range each, a prange over the ranges; see _numba_s1.py), one per
+# compiled function above, so that each is cached on disk. The weight gradient
+# adds its per-range partial sums in range order.
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _forward_3x3_s1_threads(x, w, bias, y, pt, pl, has_bias, relu, sh, sw, dh, dw, threads):
+    n = x.shape[0]
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        _forward_3x3_s1(x[a:b], w, bias, y[a:b], pt, pl, has_bias, relu, sh, sw, dh, dw)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _adjoint_3x3_s1_threads(dy, w, bias, x, pt, pl, has_bias, relu, sh, sw, dh, dw, threads):
+    n = dy.shape[0]
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        _adjoint_3x3_s1(dy[a:b], w, bias, x[a:b], pt, pl, has_bias, relu, sh, sw, dh, dw)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _wgrad_3x3_s1_threads(dy, relu_out, x, dw_out, db_out, pt, pl, sh, sw, dh, dw, threads):
+    n = dy.shape[0]
+    dws = np.empty((threads,) + dw_out.shape, dw_out.dtype)
+    dbs = np.empty((threads,) + db_out.shape, db_out.dtype)
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        mask = relu_out[a:b] if relu_out.shape[0] == n else relu_out
+        _wgrad_3x3_s1(dy[a:b], mask, x[a:b], dws[t], dbs[t], pt, pl, sh, sw, dh, dw)
+    dw_out[...] = dws[0]
+    db_out[...] = dbs[0]
+    for t in range(1, threads):
+        dw_out += dws[t]
+        db_out += dbs[t]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _forward_3x3_s2_threads(x, w, bias, y, pt, pl, has_bias, relu, sh, sw, dh, dw, threads):
+    n = x.shape[0]
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        _forward_3x3_s2(x[a:b], w, bias, y[a:b], pt, pl, has_bias, relu, sh, sw, dh, dw)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _adjoint_3x3_s2_threads(dy, w, bias, x, pt, pl, has_bias, relu, sh, sw, dh, dw, threads):
+    n = dy.shape[0]
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        _adjoint_3x3_s2(dy[a:b], w, bias, x[a:b], pt, pl, has_bias, relu, sh, sw, dh, dw)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _wgrad_3x3_s2_threads(dy, relu_out, x, dw_out, db_out, pt, pl, sh, sw, dh, dw, threads):
+    n = dy.shape[0]
+    dws = np.empty((threads,) + dw_out.shape, dw_out.dtype)
+    dbs = np.empty((threads,) + db_out.shape, db_out.dtype)
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        mask = relu_out[a:b] if relu_out.shape[0] == n else relu_out
+        _wgrad_3x3_s2(dy[a:b], mask, x[a:b], dws[t], dbs[t], pt, pl, sh, sw, dh, dw)
+    dw_out[...] = dws[0]
+    db_out[...] = dbs[0]
+    for t in range(1, threads):
+        dw_out += dws[t]
+        db_out += dbs[t]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _forward_any_threads(x, w, bias, y, pt, pl, has_bias, relu, sh, sw, dh, dw, threads):
+    n = x.shape[0]
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        _forward_any(x[a:b], w, bias, y[a:b], pt, pl, has_bias, relu, sh, sw, dh, dw)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _adjoint_any_threads(dy, w, bias, x, pt, pl, has_bias, relu, sh, sw, dh, dw, threads):
+    n = dy.shape[0]
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        _adjoint_any(dy[a:b], w, bias, x[a:b], pt, pl, has_bias, relu, sh, sw, dh, dw)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _wgrad_any_threads(dy, relu_out, x, dw_out, db_out, pt, pl, sh, sw, dh, dw, threads):
+    n = dy.shape[0]
+    dws = np.empty((threads,) + dw_out.shape, dw_out.dtype)
+    dbs = np.empty((threads,) + db_out.shape, db_out.dtype)
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        mask = relu_out[a:b] if relu_out.shape[0] == n else relu_out
+        _wgrad_any(dy[a:b], mask, x[a:b], dws[t], dbs[t], pt, pl, sh, sw, dh, dw)
+    dw_out[...] = dws[0]
+    db_out[...] = dbs[0]
+    for t in range(1, threads):
+        dw_out += dws[t]
+        db_out += dbs[t]
+
+
+# (kh, kw, sh, sw, dil_h, dil_w) -> (forward, adjoint, weight gradient), serial and
+# on threads
 _COMPILED = {(3, 3, 1, 1, 1, 1): (_forward_3x3_s1, _adjoint_3x3_s1, _wgrad_3x3_s1),
              (3, 3, 2, 2, 1, 1): (_forward_3x3_s2, _adjoint_3x3_s2, _wgrad_3x3_s2)}
 _ANY = (_forward_any, _adjoint_any, _wgrad_any)
+_THREADED = {(3, 3, 1, 1, 1, 1): (_forward_3x3_s1_threads, _adjoint_3x3_s1_threads,
+                                  _wgrad_3x3_s1_threads),
+             (3, 3, 2, 2, 1, 1): (_forward_3x3_s2_threads, _adjoint_3x3_s2_threads,
+                                  _wgrad_3x3_s2_threads)}
+_ANY_THREADED = (_forward_any_threads, _adjoint_any_threads, _wgrad_any_threads)
 C1_GEOMETRIES = tuple(_COMPILED)
+
+
+def _kernel(geometry, which, threads):
+    """The compiled kernel ``which`` (0 forward, 1 adjoint, 2 weight gradient) of this
+    geometry, and the extra arguments it takes: (threads,) on threads, else ()."""
+    if threads > 1:
+        return _THREADED.get(geometry, _ANY_THREADED)[which], (threads,)
+    return _COMPILED.get(geometry, _ANY)[which], ()
 
 
 def _bias_arg(bias, dtype):
@@ -292,28 +407,31 @@ def _bias_arg(bias, dtype):
     return np.ascontiguousarray(bias), True
 
 
-def conv_c1(x, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False):
+def conv_c1(x, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False, threads=1):
     """y = conv2d(x, W) + b (then max(·, 0) with ``relu``) into ``out`` (N, C_out, oh, ow)
     for x of shape (N, 1, H, W), contiguous; the bottom/right padding is implied by
-    ``out``'s size."""
+    ``out``'s size. ``threads``: Numba threads to split the images over."""
     b, has_bias = _bias_arg(bias, x.dtype)
-    kernel = _COMPILED.get((*weight.shape[2:], sh, sw, dil_h, dil_w), _ANY)[0]
+    kernel, extra = _kernel((*weight.shape[2:], sh, sw, dil_h, dil_w), 0,
+                            min(threads, x.shape[0]))
     kernel(np.ascontiguousarray(x), np.ascontiguousarray(weight), b, out, pt, pl, has_bias,
-           relu, sh, sw, dil_h, dil_w)
+           relu, sh, sw, dil_h, dil_w, *extra)
     return out
 
 
-def conv_c1_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False):
+def conv_c1_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False,
+                    threads=1):
     """out (N, 1, H, W) = conv2d's input gradient for dy (N, C_out, oh, ow) (+ b, then
     max(·, 0) with ``relu``): a transposed convolution to one channel."""
     b, has_bias = _bias_arg(bias, dy.dtype)
-    kernel = _COMPILED.get((*weight.shape[2:], sh, sw, dil_h, dil_w), _ANY)[1]
+    kernel, extra = _kernel((*weight.shape[2:], sh, sw, dil_h, dil_w), 1,
+                            min(threads, dy.shape[0]))
     kernel(np.ascontiguousarray(dy), np.ascontiguousarray(weight), b, out, pt, pl, has_bias,
-           relu, sh, sw, dil_h, dil_w)
+           relu, sh, sw, dil_h, dil_w, *extra)
     return out
 
 
-def conv_c1_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, relu_out=None):
+def conv_c1_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, relu_out=None, threads=1):
     """(dW of shape (C_out, 1, kh, kw), db of shape (C_out,)) of y = conv2d(x, W) + b;
     with ``relu_out`` (the output of a fused ReLU), dy ⊙ [relu_out > 0] in their place."""
     c_out = dy.shape[1]
@@ -322,7 +440,7 @@ def conv_c1_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, relu_out=None):
     # no mask: an empty array of the same type (one compiled signature for both)
     mask = (np.zeros((0, 0, 0, 0), dy.dtype) if relu_out is None
             else np.ascontiguousarray(relu_out))
-    kernel = _COMPILED.get((kh, kw, sh, sw, dil_h, dil_w), _ANY)[2]
+    kernel, extra = _kernel((kh, kw, sh, sw, dil_h, dil_w), 2, min(threads, dy.shape[0]))
     kernel(np.ascontiguousarray(dy), mask, np.ascontiguousarray(x), dw, db, pt, pl, sh, sw,
-           dil_h, dil_w)
+           dil_h, dil_w, *extra)
     return dw.reshape(c_out, 1, kh, kw), db

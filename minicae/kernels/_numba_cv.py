@@ -324,19 +324,63 @@ def _adjoint(dy, packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, bias, relu,
     return x
 
 
-def conv_cv(x, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False):
+# The images split over ``threads`` Numba threads, as in _numba_s1.py: one
+# contiguous range each, every range padded / made channels-last on its own
+# thread, and the weight gradient's partial sums added in range order.
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _forward_threads(x, pt, pl, hp, wp, packed, op, c_in, kh, kw, sh, sw, dh, dw, bias,
+                     relu, y, threads):
+    n = x.shape[0]
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        _forward(_pad(x[a:b], pt, pl, hp, wp), packed, op, c_in, kh, kw, sh, sw, dh, dw,
+                 hp, wp, bias, relu, y[a:b])
+    return y
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _adjoint_threads(dy, packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, bias, relu,
+                     x, threads):
+    n = dy.shape[0]
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        _adjoint(dy[a:b], packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, bias, relu,
+                 x[a:b])
+    return x
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _wgrad_threads(x, dy, pt, pl, op, c_in, kh, kw, sh, sw, dh, dw, hp, wp, threads):
+    n, c_out, oh, ow = dy.shape
+    partial = np.empty((threads, c_out, c_in, kh, kw), x.dtype)
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        partial[t] = _wgrad(_pad(x[a:b], pt, pl, hp, wp), _channels_last(dy[a:b], op),
+                            b - a, c_out, op, c_in, kh, kw, sh, sw, dh, dw, oh, ow, hp, wp)
+    total = partial[0].copy()
+    for t in range(1, threads):
+        total += partial[t]
+    return total
+
+
+def conv_cv(x, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False, threads=1):
     """out = W ⋆ x (+ b, then max(·, 0)) at any stride, groups 1, channels in lanes."""
     _, c_in, kh, kw = weight.shape
     h, w = x.shape[2], x.shape[3]
     oh, ow = out.shape[2], out.shape[3]
     hp, wp = _padded_size(h, w, oh, ow, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
-    xp = _pad(x, pt, pl, hp, wp)
     packed, op = _pack_out(weight, 2 * (64 // x.dtype.itemsize))
-    return _forward(xp, packed, op, c_in, kh, kw, sh, sw, dil_h, dil_w, hp, wp, bias,
-                    relu, out)
+    threads = min(threads, x.shape[0])
+    if threads > 1:
+        return _forward_threads(x, pt, pl, hp, wp, packed, op, c_in, kh, kw, sh, sw, dil_h,
+                                dil_w, bias, relu, out, threads)
+    return _forward(_pad(x, pt, pl, hp, wp), packed, op, c_in, kh, kw, sh, sw, dil_h,
+                    dil_w, hp, wp, bias, relu, out)
 
 
-def conv_cv_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False):
+def conv_cv_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False,
+                    threads=1):
     """out (N, C_in, h, w) = the transposed convolution of dY (+ b, then max(·, 0)):
     the input gradient of ``conv_cv``."""
     _, _, kh, kw = weight.shape
@@ -344,16 +388,22 @@ def conv_cv_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=Fa
     hp, wp = _padded_size(h, w, dy.shape[2], dy.shape[3], kh, kw, sh, sw, pt, pl,
                           dil_h, dil_w)
     packed, cp = _pack_in(weight, 64 // dy.dtype.itemsize)
-    return _adjoint(dy, packed, cp, kh, kw, sh, sw, pt, pl, dil_h, dil_w, hp, wp, bias,
-                    relu, out)
+    threads = min(threads, dy.shape[0])
+    run = _adjoint_threads if threads > 1 else _adjoint
+    return run(dy, packed, cp, kh, kw, sh, sw, pt, pl, dil_h, dil_w, hp, wp, bias, relu,
+               out, *((threads,) if threads > 1 else ()))
 
 
-def conv_cv_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w):
+def conv_cv_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, threads=1):
     """dW (C_out, C_in, kh, kw) of ``conv_cv`` from dY and x."""
     n, c_out, oh, ow = dy.shape
     h, w = x.shape[2], x.shape[3]
     hp, wp = _padded_size(h, w, oh, ow, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
     v2 = 2 * (64 // x.dtype.itemsize)
     op = (c_out + v2 - 1) // v2 * v2
+    threads = min(threads, n)
+    if threads > 1:
+        return _wgrad_threads(x, dy, pt, pl, op, x.shape[1], kh, kw, sh, sw, dil_h, dil_w,
+                              hp, wp, threads)
     return _wgrad(_pad(x, pt, pl, hp, wp), _channels_last(dy, op), n, c_out, op,
                   x.shape[1], kh, kw, sh, sw, dil_h, dil_w, oh, ow, hp, wp)

@@ -275,22 +275,61 @@ def _wgrad_blocks(df, xf, acc, b0, b1, n, c_out, c_in, h, wd, oh, ow, kh, kw, pt
                         _store3(acc, at + 21 * v, v, a70, a71, a72)
 
 
-def conv_s1(x, weight, bias, pt, pl, dil_h, dil_w, out, relu=False):
+# The images split over ``threads`` Numba threads (one contiguous range each, a
+# prange over the ranges): one fork-join of ~2 us where a hand-off to a Python
+# thread costs ~75 (benchmarks/bench_handoff.py). The weight gradient sums one
+# partial dW per range, in range order.
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _forward_threads(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y, threads):
+    n = x.shape[0]
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        _forward(x[a:b], packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y[a:b])
+    return y
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _wgrad_threads(dy, x, kh, kw, pt, pl, dh, dw, scratch, threads):
+    n = x.shape[0]
+    partial = np.empty((threads, dy.shape[1], x.shape[1], kh, kw), x.dtype)
+    for t in numba.prange(threads):
+        a, b = t * n // threads, (t + 1) * n // threads
+        partial[t] = _wgrad(dy[a:b], x[a:b], kh, kw, pt, pl, dh, dw, scratch)
+    total = partial[0].copy()
+    for t in range(1, threads):
+        total += partial[t]
+    return total
+
+
+def _run_forward(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y, threads):
+    if threads > 1 and x.shape[0] > 1:
+        return _forward_threads(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y,
+                                min(threads, x.shape[0]))
+    return _forward(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y)
+
+
+def conv_s1(x, weight, bias, pt, pl, dil_h, dil_w, out, relu=False, threads=1):
     """out = W ⋆ x (+ b, then max(·, 0)) at stride 1, groups 1; ``out`` (N, C_out,
     oh, ow) fixes the output size (so the bottom and right padding)."""
     c_out, _, kh, kw = weight.shape
-    return _forward(x, _pack(weight, False), c_out, kh, kw, bias, pt, pl,
-                    dil_h, dil_w, relu, out)
+    return _run_forward(x, _pack(weight, False), c_out, kh, kw, bias, pt, pl,
+                        dil_h, dil_w, relu, out, threads)
 
 
-def conv_s1_adjoint(dy, weight, pt, pl, dil_h, dil_w, out, bias=None, relu=False):
+def conv_s1_adjoint(dy, weight, pt, pl, dil_h, dil_w, out, bias=None, relu=False,
+                    threads=1):
     """out = the transposed convolution of dY at stride 1 (the input gradient of
     ``conv_s1``), (+ b, then max(·, 0)): ``out`` (N, C_in, h, w)."""
     _, c_in, kh, kw = weight.shape
-    return _forward(dy, _pack(weight, True), c_in, kh, kw, bias,
-                    dil_h * (kh - 1) - pt, dil_w * (kw - 1) - pl, dil_h, dil_w, relu, out)
+    return _run_forward(dy, _pack(weight, True), c_in, kh, kw, bias,
+                        dil_h * (kh - 1) - pt, dil_w * (kw - 1) - pl, dil_h, dil_w, relu,
+                        out, threads)
 
 
-def conv_s1_wgrad(dy, x, kh, kw, pt, pl, dil_h, dil_w):
+def conv_s1_wgrad(dy, x, kh, kw, pt, pl, dil_h, dil_w, threads=1):
     """dW (C_out, C_in, kh, kw) of ``conv_s1`` from dY and x."""
+    if threads > 1 and x.shape[0] > 1:
+        return _wgrad_threads(dy, x, kh, kw, pt, pl, dil_h, dil_w, _SCRATCH_BYTES,
+                              min(threads, x.shape[0]))
     return _wgrad(dy, x, kh, kw, pt, pl, dil_h, dil_w, _SCRATCH_BYTES)
