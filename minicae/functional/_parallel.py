@@ -77,10 +77,14 @@ def _blas_controllers():
 
 
 def _cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:                   # not on Linux
-        return os.cpu_count() or 1
+    """The cores this process may run on (asked once: a system call per layer showed
+    in the per-step Python time of small batches)."""
+    if "cores" not in _STATE:
+        try:
+            _STATE["cores"] = len(os.sched_getaffinity(0))
+        except AttributeError:               # not on Linux
+            _STATE["cores"] = os.cpu_count() or 1
+    return _STATE["cores"]
 
 
 def kernel_threads(n_images, nbytes):

@@ -104,8 +104,8 @@ class Module:
 
     def named_parameters(self, prefix=""):
         for name, value in vars(self).items():
-            if name.startswith("_"):
-                continue
+            if name[0] == "_" or not isinstance(value, (Parameter, Module, list, tuple)):
+                continue            # (a test before the generator: zero_grad runs per step)
             full = f"{prefix}.{name}" if prefix else name
             if isinstance(value, Parameter):
                 yield full, value
