@@ -1,8 +1,8 @@
 """Print README.md's benchmark table from saved `minicae bench --json` runs.
 
     python benchmarks/readme_table.py \
-        --one benchmarks/results/round8_threads1_run*.json \
-        --two benchmarks/results/round8_threads2_run*.json
+        --one benchmarks/results/round9_threads1_run*.json \
+        --two benchmarks/results/round9_threads2_run*.json
 
 Each cell is the median over the runs given for that thread count: ms for the
 times, and for the ratios the median of the within-run ratios minicae/torch.
@@ -15,7 +15,7 @@ import json
 import statistics
 
 # The round whose saved runs make README.md's table (tests/test_bench.py reads it).
-ROUND = "round8"
+ROUND = "round9"
 
 LABELS = {"conv_1_16_28_s2": "conv N128 1→16 28² k3 s2",
           "conv_16_32_14_s2": "conv N128 16→32 14² k3 s2",
