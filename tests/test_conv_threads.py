@@ -22,12 +22,12 @@ def _all_ops(rng, *, groups):
     kt = dict(stride=2, padding=1, output_padding=1, groups=groups)
     yt = F.conv_transpose2d(x, wt, rng.standard_normal(6), **kt)
     gt = F.conv_transpose2d_backward(rng.standard_normal(yt.shape), x, wt, **kt)
-    # one output channel at stride 1: the numba set's direct kernels, per image group
+    # one output channel at stride 1: the numba set's direct kernels, on Numba threads
     w1 = rng.standard_normal((1, 4, 3, 3))
     y1 = F.conv2d(x, w1, rng.standard_normal(1), padding=1)
     g1 = F.conv2d_backward(rng.standard_normal(y1.shape), x, w1, padding=1)
     # one input channel (conv) / one output channel (convT), 3x3 s2: the numba set's
-    # phase-plane kernels, per image group
+    # phase-plane kernels, on Numba threads
     xc = x[:, :1].copy()
     wc = rng.standard_normal((6, 1, 3, 3))
     kc = dict(stride=2, padding=1)
@@ -36,7 +36,7 @@ def _all_ops(rng, *, groups):
     ytc = F.conv_transpose2d(yc, wc, rng.standard_normal(1), output_padding=1, **kc)
     gtc = F.conv_transpose2d_backward(rng.standard_normal(ytc.shape), yc, wc,
                                       output_padding=1, **kc)
-    # stride 1 with several channels: the numba set's SIMD kernels, per image group
+    # stride 1 with several channels: the numba set's SIMD kernels, on Numba threads
     ks = dict(padding=1, groups=groups)
     ys = F.conv2d(x, w, rng.standard_normal(6), **ks)
     gs = F.conv2d_backward(rng.standard_normal(ys.shape), x, w, **ks)

@@ -8,7 +8,8 @@ writes that plane's kh*kw slabs of ``cols``) and the parallel col2im_kn one
 no two iterations ever write the same cell and no atomics are needed. They
 are taken only from ``PARALLEL_MIN`` entries, which is set so that they are
 not taken at all next to a threaded BLAS. The direct convolution kernels at
-the end are serial (functional/conv.py runs them per image group).
+the end loop over images serially; their ``_threads`` drivers split the images
+over Numba's threads in contiguous ranges (``threads``, which conv.py sets).
 """
 
 from __future__ import annotations
