@@ -387,10 +387,11 @@ def conv_cv_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=Fa
     hp, wp = _padded_size(h, w, dy.shape[2], dy.shape[3], kh, kw, sh, sw, pt, pl,
                           dil_h, dil_w)
     packed, cp = _pack_in(weight, 64 // dy.dtype.itemsize)
+    args = (dy, packed, cp, kh, kw, sh, sw, pt, pl, dil_h, dil_w, hp, wp, bias, relu, out)
     threads = min(threads, dy.shape[0])
-    run = _adjoint_threads if threads > 1 else _adjoint
-    return run(dy, packed, cp, kh, kw, sh, sw, pt, pl, dil_h, dil_w, hp, wp, bias, relu,
-               out, *((threads,) if threads > 1 else ()))
+    if threads > 1:
+        return _adjoint_threads(*args, threads)
+    return _adjoint(*args)
 
 
 def conv_cv_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, threads=1):
