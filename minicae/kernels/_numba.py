@@ -20,6 +20,7 @@ import numpy as np
 from ._numba_c1 import C1_GEOMETRIES, conv_c1, conv_c1_adjoint, conv_c1_wgrad
 from ._numba_cv import conv_cv, conv_cv_adjoint, conv_cv_wgrad
 from ._numba_optim import adam_update
+from ._numba_ranges import add_in_order, image_range
 from ._numba_s1 import conv_s1, conv_s1_adjoint, conv_s1_wgrad
 
 
@@ -391,7 +392,7 @@ def _conv_direct_wgrad(dy, x_pad, dw, sh, sw, dil_h, dil_w):
 def _conv_direct_threads(x_pad, w, bias, y, sh, sw, dil_h, dil_w, has_bias, threads):
     n = x_pad.shape[0]
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         _conv_direct(x_pad[a:b], w, bias, y[a:b], sh, sw, dil_h, dil_w, has_bias)
 
 
@@ -399,7 +400,7 @@ def _conv_direct_threads(x_pad, w, bias, y, sh, sw, dil_h, dil_w, has_bias, thre
 def _conv_direct_adjoint_threads(dy, w, x_pad, sh, sw, dil_h, dil_w, threads):
     n = dy.shape[0]
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         _conv_direct_adjoint(dy[a:b], w, x_pad[a:b], sh, sw, dil_h, dil_w)
 
 
@@ -408,11 +409,9 @@ def _conv_direct_wgrad_threads(dy, x_pad, dw, sh, sw, dil_h, dil_w, threads):
     n = dy.shape[0]
     dws = np.empty((threads,) + dw.shape, dw.dtype)
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         _conv_direct_wgrad(dy[a:b], x_pad[a:b], dws[t], sh, sw, dil_h, dil_w)
-    dw[...] = dws[0]
-    for t in range(1, threads):
-        dw += dws[t]
+    add_in_order(dws, dw)
 
 
 def conv_direct(x, weight, bias, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out, threads=1):

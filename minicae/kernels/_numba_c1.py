@@ -27,6 +27,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._numba_ranges import add_in_order, image_range
+
 __all__ = ["conv_c1", "conv_c1_adjoint", "conv_c1_wgrad", "C1_GEOMETRIES"]
 
 _FLAGS = {"contract"}               # FMA; no reassociation in forward and adjoint
@@ -288,7 +290,7 @@ def _wgrad_any(dy, relu_out, x, dw_out, db_out, pt, pl, sh, sw, dh, dw):
 def _forward_3x3_s1_threads(x, w, bias, y, pt, pl, has_bias, relu, sh, sw, dh, dw, threads):
     n = x.shape[0]
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         _forward_3x3_s1(x[a:b], w, bias, y[a:b], pt, pl, has_bias, relu, sh, sw, dh, dw)
 
 
@@ -296,7 +298,7 @@ def _forward_3x3_s1_threads(x, w, bias, y, pt, pl, has_bias, relu, sh, sw, dh, d
 def _adjoint_3x3_s1_threads(dy, w, bias, x, pt, pl, has_bias, relu, sh, sw, dh, dw, threads):
     n = dy.shape[0]
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         _adjoint_3x3_s1(dy[a:b], w, bias, x[a:b], pt, pl, has_bias, relu, sh, sw, dh, dw)
 
 
@@ -306,21 +308,18 @@ def _wgrad_3x3_s1_threads(dy, relu_out, x, dw_out, db_out, pt, pl, sh, sw, dh, d
     dws = np.empty((threads,) + dw_out.shape, dw_out.dtype)
     dbs = np.empty((threads,) + db_out.shape, db_out.dtype)
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         mask = relu_out[a:b] if relu_out.shape[0] == n else relu_out
         _wgrad_3x3_s1(dy[a:b], mask, x[a:b], dws[t], dbs[t], pt, pl, sh, sw, dh, dw)
-    dw_out[...] = dws[0]
-    db_out[...] = dbs[0]
-    for t in range(1, threads):
-        dw_out += dws[t]
-        db_out += dbs[t]
+    add_in_order(dws, dw_out)
+    add_in_order(dbs, db_out)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _forward_3x3_s2_threads(x, w, bias, y, pt, pl, has_bias, relu, sh, sw, dh, dw, threads):
     n = x.shape[0]
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         _forward_3x3_s2(x[a:b], w, bias, y[a:b], pt, pl, has_bias, relu, sh, sw, dh, dw)
 
 
@@ -328,7 +327,7 @@ def _forward_3x3_s2_threads(x, w, bias, y, pt, pl, has_bias, relu, sh, sw, dh, d
 def _adjoint_3x3_s2_threads(dy, w, bias, x, pt, pl, has_bias, relu, sh, sw, dh, dw, threads):
     n = dy.shape[0]
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         _adjoint_3x3_s2(dy[a:b], w, bias, x[a:b], pt, pl, has_bias, relu, sh, sw, dh, dw)
 
 
@@ -338,21 +337,18 @@ def _wgrad_3x3_s2_threads(dy, relu_out, x, dw_out, db_out, pt, pl, sh, sw, dh, d
     dws = np.empty((threads,) + dw_out.shape, dw_out.dtype)
     dbs = np.empty((threads,) + db_out.shape, db_out.dtype)
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         mask = relu_out[a:b] if relu_out.shape[0] == n else relu_out
         _wgrad_3x3_s2(dy[a:b], mask, x[a:b], dws[t], dbs[t], pt, pl, sh, sw, dh, dw)
-    dw_out[...] = dws[0]
-    db_out[...] = dbs[0]
-    for t in range(1, threads):
-        dw_out += dws[t]
-        db_out += dbs[t]
+    add_in_order(dws, dw_out)
+    add_in_order(dbs, db_out)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _forward_any_threads(x, w, bias, y, pt, pl, has_bias, relu, sh, sw, dh, dw, threads):
     n = x.shape[0]
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         _forward_any(x[a:b], w, bias, y[a:b], pt, pl, has_bias, relu, sh, sw, dh, dw)
 
 
@@ -360,7 +356,7 @@ def _forward_any_threads(x, w, bias, y, pt, pl, has_bias, relu, sh, sw, dh, dw, 
 def _adjoint_any_threads(dy, w, bias, x, pt, pl, has_bias, relu, sh, sw, dh, dw, threads):
     n = dy.shape[0]
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         _adjoint_any(dy[a:b], w, bias, x[a:b], pt, pl, has_bias, relu, sh, sw, dh, dw)
 
 
@@ -370,14 +366,11 @@ def _wgrad_any_threads(dy, relu_out, x, dw_out, db_out, pt, pl, sh, sw, dh, dw, 
     dws = np.empty((threads,) + dw_out.shape, dw_out.dtype)
     dbs = np.empty((threads,) + db_out.shape, db_out.dtype)
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         mask = relu_out[a:b] if relu_out.shape[0] == n else relu_out
         _wgrad_any(dy[a:b], mask, x[a:b], dws[t], dbs[t], pt, pl, sh, sw, dh, dw)
-    dw_out[...] = dws[0]
-    db_out[...] = dbs[0]
-    for t in range(1, threads):
-        dw_out += dws[t]
-        db_out += dbs[t]
+    add_in_order(dws, dw_out)
+    add_in_order(dbs, db_out)
 
 
 # (kh, kw, sh, sw, dil_h, dil_w) -> (forward, adjoint, weight gradient), serial and

@@ -34,6 +34,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._numba_ranges import add_in_order, image_range
 from ._simd import lanes, vfma, vload, vrelu, vscatter, vsplat, vstore
 
 __all__ = ["conv_cv", "conv_cv_adjoint", "conv_cv_wgrad"]
@@ -332,7 +333,7 @@ def _forward_threads(x, pt, pl, hp, wp, packed, op, c_in, kh, kw, sh, sw, dh, dw
                      relu, y, threads):
     n = x.shape[0]
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         _forward(_pad(x[a:b], pt, pl, hp, wp), packed, op, c_in, kh, kw, sh, sw, dh, dw,
                  hp, wp, bias, relu, y[a:b])
     return y
@@ -343,7 +344,7 @@ def _adjoint_threads(dy, packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, bia
                      x, threads):
     n = dy.shape[0]
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         _adjoint(dy[a:b], packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, bias, relu,
                  x[a:b])
     return x
@@ -354,13 +355,10 @@ def _wgrad_threads(x, dy, pt, pl, op, c_in, kh, kw, sh, sw, dh, dw, hp, wp, thre
     n, c_out, oh, ow = dy.shape
     partial = np.empty((threads, c_out, c_in, kh, kw), x.dtype)
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         partial[t] = _wgrad(_pad(x[a:b], pt, pl, hp, wp), _channels_last(dy[a:b], op),
                             b - a, c_out, op, c_in, kh, kw, sh, sw, dh, dw, oh, ow, hp, wp)
-    total = partial[0].copy()
-    for t in range(1, threads):
-        total += partial[t]
-    return total
+    return add_in_order(partial, np.empty(partial.shape[1:], partial.dtype))
 
 
 def conv_cv(x, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False, threads=1):

@@ -39,6 +39,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._numba_ranges import add_in_order, image_range
 from ._simd import lanes, vfma, vload, vrelu, vsplat, vstore, vsum
 
 __all__ = ["conv_s1", "conv_s1_adjoint", "conv_s1_wgrad"]
@@ -285,7 +286,7 @@ def _wgrad_blocks(df, xf, acc, b0, b1, n, c_out, c_in, h, wd, oh, ow, kh, kw, pt
 def _forward_threads(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y, threads):
     n = x.shape[0]
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         _forward(x[a:b], packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y[a:b])
     return y
 
@@ -295,12 +296,9 @@ def _wgrad_threads(dy, x, kh, kw, pt, pl, dh, dw, scratch, threads):
     n = x.shape[0]
     partial = np.empty((threads, dy.shape[1], x.shape[1], kh, kw), x.dtype)
     for t in numba.prange(threads):
-        a, b = t * n // threads, (t + 1) * n // threads
+        a, b = image_range(t, n, threads)
         partial[t] = _wgrad(dy[a:b], x[a:b], kh, kw, pt, pl, dh, dw, scratch)
-    total = partial[0].copy()
-    for t in range(1, threads):
-        total += partial[t]
-    return total
+    return add_in_order(partial, np.empty(partial.shape[1:], partial.dtype))
 
 
 def _run_forward(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y, threads):
