@@ -364,34 +364,55 @@ class Adam(Optimizer):
     def _slot_names(self, hp):
         return ("exp_avg", "exp_avg_sq")
 
-    def _update(self, p, slots):
-        xp = F.array_module()
+    def step(self):
+        """Update every parameter once; the bias corrections are computed once per
+        step, and the fused kernel (where the backend has one) is looked up once."""
         beta1, beta2 = self.betas
-        t = self.steps
+        t = self.steps + 1
+        self._per_step = (1 - beta1**t, 1 - beta2**t,  # m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ)
+                          F.active().kernels.adam_update)
+        super().step()
+
+    def _update(self, p, slots):
+        beta1, beta2 = self.betas
+        bias1, bias2, fused = self._per_step
         g = p.grad
         if self.weight_decay and self.decoupled:
             p.data *= 1 - self.lr * self.weight_decay  # θ ← (1 − ηλ) θ
         elif self.weight_decay:
             g = g + self.weight_decay * p.data  # g ← g + λθ
         if not slots:
+            xp = F.array_module()
             slots["exp_avg"] = xp.zeros_like(p.data)  # m₀ = 0
             slots["exp_avg_sq"] = xp.zeros_like(p.data)  # v₀ = 0
         m, v = slots["exp_avg"], slots["exp_avg_sq"]
-        bias1 = 1 - beta1**t  # m̂ = m / (1 − β₁ᵗ)
-        bias2 = 1 - beta2**t  # v̂ = v / (1 − β₂ᵗ)
-        fused = F.active().kernels.adam_update
-        if fused is not None and _one_pass(p.data, g, m, v):
+        if fused is not None and self._one_pass(p, g, m, v):
             # the same operations in one pass (kernels/_numba_optim.py, _cupy.py),
             # bit for bit
             fused(p.data, g, m, v, beta1, beta2, math.sqrt(bias2), self.eps,
                   self.lr / bias1)
             return
+        xp = F.array_module()
         m *= beta1
         m += (1 - beta1) * g  # m ← β₁ m + (1 − β₁) g
         v *= beta2
         v += (1 - beta2) * (g * g)  # v ← β₂ v + (1 − β₂) g²
         denom = xp.sqrt(v) / math.sqrt(bias2) + self.eps  # √v̂ + ε
         p.data -= (self.lr / bias1) * (m / denom)  # θ ← θ − η m̂ / (√v̂ + ε)
+
+    def _one_pass(self, p, *arrays):
+        """Whether the fused kernel takes (θ, g, m, v): the answer of
+        :func:`_one_pass`, remembered while ``p`` keeps the same four arrays (the
+        flags and dtype checks cost ~1 us a parameter, every step)."""
+        arrays = (p.data, *arrays)
+        known = self.__dict__.setdefault("_fusable", {}).get(id(p))
+        if known is not None:
+            (d, g, m, v), ok = known
+            if d is arrays[0] and g is arrays[1] and m is arrays[2] and v is arrays[3]:
+                return ok
+        ok = _one_pass(*arrays)
+        self._fusable[id(p)] = (arrays, ok)
+        return ok
 
 
 def _one_pass(*arrays):

@@ -13,6 +13,7 @@ from strategies import conv_configs, conv_transpose_configs
 from minicae import functional as F
 from minicae import nn, to_device, to_numpy
 from minicae.errors import ShapeError
+from minicae.nn.module import Parameter
 from minicae.gradcheck import check_layer
 
 # check_layer's relative error |a − n| / max(|a| + |n|, 1e-8) meets round-off
@@ -274,6 +275,30 @@ def _model(seed):
                          nn.ConvTranspose2d(3, 2, 2, stride=2, rng=seed + 1), nn.Flatten(),
                          nn.Linear(2 * 8 * 8, 4, rng=seed + 2))
 
+
+def test_parameters_follow_named_parameters(numpy_backend):
+    """parameters() (a walk without names, run by every zero_grad) lists exactly
+    named_parameters()' arrays in its order: attributes, lists of modules,
+    nested Sequentials, and a class that names its own parameters."""
+    class Pair(nn.Module):
+        def __init__(self):
+            self.first = nn.Linear(3, 2)
+            self.blocks = [nn.Linear(2, 2, bias=False), nn.ReLU(), nn.Linear(2, 1)]
+            self.scale = Parameter(np.ones(1, np.float32))
+            self._hidden = Parameter(np.ones(2, np.float32))        # private: not listed
+
+    class Tied(nn.Module):
+        def __init__(self):
+            self.inner = nn.Linear(2, 2)
+
+        def named_parameters(self, prefix=""):
+            yield (prefix + ".tied" if prefix else "tied"), self.inner.weight
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(Pair(), nn.ReLU()), Tied())
+    named = [p for _, p in model.named_parameters()]
+    assert len(named) == 2 + 6 + 1
+    got = model.parameters()
+    assert len(got) == len(named) and all(a is b for a, b in zip(got, named))
 
 def test_state_dict_round_trip(backend):
     a, b = _model(1), _model(10)

@@ -114,7 +114,8 @@ class Module:
                     yield from child.named_parameters(child_name)
 
     def parameters(self):
-        return [p for _, p in self.named_parameters()]
+        """The parameters in :meth:`named_parameters`' order, as a list."""
+        return _parameters_of(self, [])
 
     def zero_grad(self):
         for p in self.parameters():
@@ -172,6 +173,31 @@ class Module:
             text = repr(child).replace("\n", "\n  ")
             lines.append(f"  ({name}): {text}")
         return "\n".join(lines) + "\n)"
+
+
+def _parameters_of(module, out):
+    """Append ``module``'s parameters to ``out`` in named_parameters' order, without
+    building their names (zero_grad asks for them every step; strided CAE, 8
+    parameters: 15.5 -> 6.0 us). A class with its own ``named_parameters`` is asked."""
+    kind = type(module).named_parameters
+    if kind is Sequential.named_parameters:
+        for _, child in module.named_children():
+            _parameters_of(child, out)
+    elif kind is Module.named_parameters:
+        for name, value in vars(module).items():
+            if name[0] == "_":
+                continue
+            if isinstance(value, Parameter):
+                out.append(value)
+            elif isinstance(value, Module):
+                _parameters_of(value, out)
+            elif isinstance(value, (list, tuple)):
+                for item in value:
+                    if isinstance(item, Module):
+                        _parameters_of(item, out)
+    else:
+        out.extend(p for _, p in module.named_parameters())
+    return out
 
 
 class Sequential(Module):
