@@ -127,7 +127,7 @@ def test_numba_direct_path_of_conv2d_equals_numpy(padding):
     for name in ("numpy", "numba"):
         with backend_mod.use_backend(name):
             if name == "numba":
-                assert _direct._direct_kernels(weight, F.conv_geometry(
+                assert _direct._direct_kernels(weight.shape[0], F.conv_geometry(
                     (3, 2), 1, padding, 1, 1, where="test")) is not None
             y = F.conv2d(x, weight, bias, padding=padding)
             dy = np.cos(np.arange(y.size)).reshape(y.shape)

@@ -75,45 +75,32 @@ def _sync_noop():
 def _minicae_conv(spec: ConvSpec, rng, sync):
     from .. import functional as F
 
-    xp = F.array_module()
     s, p, k = spec.stride, spec.padding, spec.k
     if spec.transposed:
         w_shape = (spec.c_in, spec.c_out, k, k)
         out_hw = (spec.hw - 1) * s - 2 * p + k + spec.output_padding
+        op, op_backward = F.conv_transpose2d, F.conv_transpose2d_backward
+        kw = dict(stride=s, padding=p, output_padding=spec.output_padding)
     else:
         w_shape = (spec.c_out, spec.c_in, k, k)
         out_hw = (spec.hw + 2 * p - k) // s + 1
+        op, op_backward = F.conv2d, F.conv2d_backward
+        kw = dict(stride=s, padding=p)
     x = F.asarray(rng.standard_normal((spec.n, spec.c_in, spec.hw, spec.hw)), np.float32)
     w = F.asarray(rng.standard_normal(w_shape) * 0.1, np.float32)
     b = F.asarray(rng.standard_normal(spec.c_out), np.float32)
     dy = F.asarray(rng.standard_normal((spec.n, spec.c_out, out_hw, out_hw)), np.float32)
-    del xp
-    if spec.transposed:
-        kw = dict(stride=s, padding=p, output_padding=spec.output_padding)
 
-        def forward():
-            y = F.conv_transpose2d(x, w, b, **kw)
-            sync()
-            return y
+    def forward():
+        y = op(x, w, b, **kw)
+        sync()
+        return y
 
-        def step():
-            y = F.conv_transpose2d(x, w, b, **kw)
-            grads = F.conv_transpose2d_backward(dy, x, w, **kw)
-            sync()
-            return y, grads
-    else:
-        kw = dict(stride=s, padding=p)
-
-        def forward():
-            y = F.conv2d(x, w, b, **kw)
-            sync()
-            return y
-
-        def step():
-            y = F.conv2d(x, w, b, **kw)
-            grads = F.conv2d_backward(dy, x, w, **kw)
-            sync()
-            return y, grads
+    def step():
+        y = op(x, w, b, **kw)
+        grads = op_backward(dy, x, w, **kw)
+        sync()
+        return y, grads
     macs = conv_macs(spec)
     return Work(step, forward, 3 * macs, macs, spec.n)
 
@@ -138,13 +125,11 @@ def _torch_conv(spec: ConvSpec, rng, device="cpu"):
     x = tensor(rng.standard_normal((spec.n, spec.c_in, spec.hw, spec.hw)))
     w = tensor(rng.standard_normal(w_shape) * 0.1)
     b = tensor(rng.standard_normal(spec.c_out))
-    if spec.transposed:
-        def op(x_):
-            return tf.conv_transpose2d(x_, w, b, stride=s, padding=p,
-                                       output_padding=spec.output_padding)
-    else:
-        def op(x_):
-            return tf.conv2d(x_, w, b, stride=s, padding=p)
+    kw = dict(output_padding=spec.output_padding) if spec.transposed else {}
+    conv = tf.conv_transpose2d if spec.transposed else tf.conv2d
+
+    def op(x_):
+        return conv(x_, w, b, stride=s, padding=p, **kw)
     with torch.no_grad():
         dy = tensor(rng.standard_normal(tuple(op(x).shape)), grad=False)
 
@@ -189,45 +174,16 @@ def _train_macs(name, n, hw):
                       + h1 * h1 * 16 * 9)
 
 
-class _Adam:
-    """Adam (Kingma & Ba) in place on (data, grad) pairs; the bench's fallback."""
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        self.params, self.lr, self.betas, self.eps, self.t = params, lr, betas, eps, 0
-        self.m = [p.data * 0 for p in params]
-        self.v = [p.data * 0 for p in params]
-
-    def step(self):
-        self.t += 1
-        b1, b2 = self.betas
-        lr_t = self.lr * (1 - b2 ** self.t) ** 0.5 / (1 - b1 ** self.t)
-        for p, m, v in zip(self.params, self.m, self.v):
-            m *= b1
-            m += (1 - b1) * p.grad                     # m = β1·m + (1-β1)·g
-            v *= b2
-            v += (1 - b2) * (p.grad * p.grad)          # v = β2·v + (1-β2)·g²
-            p.data -= lr_t * m / (v ** 0.5 + self.eps)
-
-
-def _minicae_adam(params):
-    try:
-        from ..optim import Adam
-    except ImportError:
-        return _Adam(params)
-    return Adam(params, lr=1e-3)
-
-
 def _minicae_train(name, n, hw, rng, sync):
     from .. import functional as F
     from .. import nn
+    from ..optim import Adam
 
     model = nn.Sequential(*_layers(name, nn))
-    dense = name == "dense_ae"
-    shape = (n, 784) if dense else (n, 1, hw, hw)
+    shape = (n, 784) if name == "dense_ae" else (n, 1, hw, hw)
     x = F.asarray(rng.random(shape), np.float32)
-    opt = _minicae_adam(model.parameters())
-    loss_fn = getattr(nn, "MSELoss", None)
-    loss_fn = loss_fn() if loss_fn is not None else _MSE()
+    opt = Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.MSELoss()
 
     def step():
         model.zero_grad()
@@ -238,17 +194,6 @@ def _minicae_train(name, n, hw, rng, sync):
         sync()
         return loss
     return model, Work(step, None, _train_macs(name, n, hw), 0.0, n)
-
-
-class _MSE:
-    """mean((x̂ - x)²) and its gradient; the bench's fallback for nn.MSELoss."""
-
-    def __call__(self, pred, target):
-        self._diff = pred - target
-        return (self._diff * self._diff).mean()      # L = mean((x̂ - x)²)
-
-    def backward(self):
-        return self._diff * (2.0 / self._diff.size)  # dL/dx̂ = 2(x̂ - x)/size
 
 
 def _torch_train(name, n, hw, rng, device="cpu"):
@@ -325,8 +270,7 @@ def build(case, side, *, quick=False, batch=None, hw=None, sync=_sync_noop, seed
     n, size = TRAIN_CASES[case]
     n = batch or (4 if quick else n)
     size = hw or (8 if quick and case != "dense_ae" else size)
-    if case == "dense_ae":
-        size = 28
+    size = 28 if case == "dense_ae" else size
     if side in TORCH_SIDES:
         return _torch_train(case, n, size, rng, TORCH_SIDES[side])[1]
     return _minicae_train(case, n, size, rng, sync)[1]

@@ -15,9 +15,10 @@ shapes where the columns cost more than they save:
 Only grouped convolutions (and non-float dtypes) keep the columns on Numba.
 
 Each function here returns the callables that conv.py runs per chunk of images,
-or None when the columns stay; every callable takes ``threads``, the Numba
-threads its kernel splits the chunk's images over. Every rule cites the
-benchmark row that set it.
+or None when the columns stay; every callable takes the weight (the choice
+depends on shapes only, so conv.py remembers it per call signature) and
+``threads``, the Numba threads its kernel splits the chunk's images over. Every
+rule cites the benchmark row that set it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _simd_dtype(dtype):
     return dtype.kind == "f" and dtype.itemsize in (4, 8)
 
 
-def _direct_kernels(weight, g: ConvGeometry):
+def _direct_kernels(c_out, g: ConvGeometry):
     """The active kernels when their direct convolution pays for this conv2d, else None.
 
     Measured rule (benchmarks/README.md, round 2): one output channel, one
@@ -42,7 +43,7 @@ def _direct_kernels(weight, g: ConvGeometry):
     (K times the input) cost more than the product.
     """
     kernels = active().kernels
-    if (kernels.conv_direct is None or g.groups != 1 or weight.shape[0] != 1
+    if (kernels.conv_direct is None or g.groups != 1 or c_out != 1
             or (g.sh, g.sw) != (1, 1)):
         return None
     return kernels
@@ -109,110 +110,117 @@ def _c1_args(g: ConvGeometry):
     return g.sh, g.sw, g.pt, g.pl, g.dil_h, g.dil_w
 
 
-def forward(x, weight, g: ConvGeometry):
-    """``f(x, bias, out, relu, threads)``: out = W ⋆ x (+ b, then max(·, 0)) for this
-    conv2d without columns, its images split over ``threads`` Numba threads, or None."""
-    direct = _direct_kernels(weight, g)
+def forward(x, c_out, g: ConvGeometry):
+    """``f(x, weight, bias, out, relu, threads)``: out = W ⋆ x (+ b, then max(·, 0))
+    for this conv2d (to ``c_out`` channels) without columns, its images split over
+    ``threads`` Numba threads, or None."""
+    direct = _direct_kernels(c_out, g)
     if direct is not None:
-        def run(xs, bias, out, relu, threads):
+        def run(xs, weight, bias, out, relu, threads):
             direct.conv_direct(xs, weight, bias, *g.kernel_args(), out=out, threads=threads)
             if relu:
                 _relu_inplace(out)
         return run
     c1 = _c1_kernels(x.shape[1], g)
     if c1 is not None:
-        return lambda xs, bias, out, relu, threads: c1.conv_c1(
+        return lambda xs, weight, bias, out, relu, threads: c1.conv_c1(
             xs, weight, bias, *_c1_args(g), out, relu=relu, threads=threads)
-    s1 = _s1_kernels(x, x.shape[1], weight.shape[0], g)
+    s1 = _s1_kernels(x, x.shape[1], c_out, g)
     if s1 is not None:
-        return lambda xs, bias, out, relu, threads: s1.conv_s1(
+        return lambda xs, weight, bias, out, relu, threads: s1.conv_s1(
             xs, weight, bias, *_s1_args(g), out, relu=relu, threads=threads)
-    cv = _cv_kernels(x, x.shape[1], weight.shape[0], g)
+    cv = _cv_kernels(x, x.shape[1], c_out, g)
     if cv is not None:
-        return lambda xs, bias, out, relu, threads: cv.conv_cv(
+        return lambda xs, weight, bias, out, relu, threads: cv.conv_cv(
             xs, weight, bias, *_c1_args(g), out, relu=relu, threads=threads)
     return None
 
 
-def adjoint(y, weight, g: ConvGeometry, c_in):
-    """``f(y, bias, out, relu, threads)``: out = Wᵀ ⋆ y (+ b, then max(·, 0)), the
-    transposed convolution to ``c_in`` channels without columns, or None."""
+def adjoint(y, g: ConvGeometry, c_in):
+    """``f(y, weight, bias, out, relu, threads)``: out = Wᵀ ⋆ y (+ b, then max(·, 0)),
+    the transposed convolution to ``c_in`` channels without columns, or None."""
     c1 = _c1_kernels(c_in, g)
     if c1 is not None:
-        return lambda ys, bias, out, relu, threads: c1.conv_c1_adjoint(
+        return lambda ys, weight, bias, out, relu, threads: c1.conv_c1_adjoint(
             ys, weight, bias, *_c1_args(g), out, relu=relu, threads=threads)
     s1 = _s1_kernels(y, c_in, y.shape[1], g)
     if s1 is not None:
-        return lambda ys, bias, out, relu, threads: s1.conv_s1_adjoint(
+        return lambda ys, weight, bias, out, relu, threads: s1.conv_s1_adjoint(
             ys, weight, *_s1_args(g), out, bias=bias, relu=relu, threads=threads)
     cv = _cv_kernels(y, c_in, y.shape[1], g)
     if cv is not None:
-        return lambda ys, bias, out, relu, threads: cv.conv_cv_adjoint(
+        return lambda ys, weight, bias, out, relu, threads: cv.conv_cv_adjoint(
             ys, weight, bias, *_c1_args(g), out, relu=relu, threads=threads)
     return None
 
 
-def conv_backward(x, weight, g: ConvGeometry):
-    """(adjoint(dy, out, threads), wgrad(dy, x, relu_out, threads) -> (dW, db), masks)
-    of the direct convolution that pays for this conv2d, or None: its backward
-    without columns.
+def _and_db(wgrad):
+    """``wgrad(dy, x, relu_out, threads) -> (dW, db)`` from a kernel's
+    ``wgrad(dy, x, threads) -> dW``: db = Σ dY (no mask: relu_out is never passed)."""
+    return lambda dy, x, _, t: (wgrad(dy, x, t), dy.sum(axis=(0, 2, 3)))
+
+
+def conv_backward(x, c_out, g: ConvGeometry):
+    """(adjoint(dy, weight, out, threads), wgrad(dy, x, relu_out, threads) -> (dW, db),
+    masks) of the direct convolution that pays for this conv2d (to ``c_out``
+    channels), or None: its backward without columns.
     ``masks``: wgrad applies a fused ReLU's mask itself (relu_out, or None), so that
     dy needs no pass of its own when no input gradient is wanted (conv 1->16 backward
     after a ReLU, N128 28² s2, one thread: 0.55 -> 0.42 ms).
     """
-    direct = _direct_kernels(weight, g)
+    direct = _direct_kernels(c_out, g)
     if direct is not None:
         args = g.kernel_args()
-        return (lambda dy, out, t: direct.conv_direct_adjoint(
+        return (lambda dy, weight, out, t: direct.conv_direct_adjoint(
                     dy, weight, out.shape[2], out.shape[3], *args, out=out, threads=t),
-                lambda dy, x, _, t: (direct.conv_direct_wgrad(dy, x, g.kh, g.kw, *args,
-                                                              threads=t),
-                                     dy.sum(axis=(0, 2, 3))),
+                _and_db(lambda dy, x, t: direct.conv_direct_wgrad(dy, x, g.kh, g.kw, *args,
+                                                                   threads=t)),
                 False)
     c1 = _c1_kernels(x.shape[1], g)
     if c1 is not None:
-        return (lambda dy, out, t: c1.conv_c1_adjoint(dy, weight, None, *_c1_args(g), out,
-                                                      threads=t),
+        return (lambda dy, weight, out, t: c1.conv_c1_adjoint(dy, weight, None,
+                                                              *_c1_args(g), out, threads=t),
                 lambda dy, x, r, t: c1.conv_c1_wgrad(dy, x, g.kh, g.kw, *_c1_args(g),
                                                      relu_out=r, threads=t),
                 True)
-    s1 = _s1_kernels(x, x.shape[1], weight.shape[0], g)
+    s1 = _s1_kernels(x, x.shape[1], c_out, g)
     if s1 is not None:
-        return (lambda dy, out, t: s1.conv_s1_adjoint(dy, weight, *_s1_args(g), out,
-                                                      threads=t),
-                lambda dy, x, _, t: (s1.conv_s1_wgrad(dy, x, g.kh, g.kw, *_s1_args(g),
-                                                      threads=t),
-                                     dy.sum(axis=(0, 2, 3))),
+        return (lambda dy, weight, out, t: s1.conv_s1_adjoint(dy, weight, *_s1_args(g),
+                                                              out, threads=t),
+                _and_db(lambda dy, x, t: s1.conv_s1_wgrad(dy, x, g.kh, g.kw, *_s1_args(g),
+                                                           threads=t)),
                 False)
-    cv = _cv_kernels(x, x.shape[1], weight.shape[0], g)
+    cv = _cv_kernels(x, x.shape[1], c_out, g)
     if cv is not None:
-        return (lambda dy, out, t: cv.conv_cv_adjoint(dy, weight, None, *_c1_args(g), out,
-                                                      threads=t),
-                lambda dy, x, _, t: (cv.conv_cv_wgrad(dy, x, g.kh, g.kw, *_c1_args(g),
-                                                      threads=t),
-                                     dy.sum(axis=(0, 2, 3))),
+        return (lambda dy, weight, out, t: cv.conv_cv_adjoint(dy, weight, None,
+                                                              *_c1_args(g), out, threads=t),
+                _and_db(lambda dy, x, t: cv.conv_cv_wgrad(dy, x, g.kh, g.kw, *_c1_args(g),
+                                                           threads=t)),
                 False)
     return None
 
 
-def conv_t_backward(x, dy, weight, g: ConvGeometry):
-    """(forward(dy, out, threads), wgrad(x, dy, threads) -> dW) of y =
+def conv_t_backward(x, dy, g: ConvGeometry):
+    """(forward(dy, weight, out, threads), wgrad(x, dy, threads) -> dW) of y =
     conv_transpose(x, W) without columns, or None: dx = W ⋆ dY, the convolution,
     and dW[c, o] = Σ x[c] ⋆ dY[o], the convolution's weight gradient with x in the
     place of dY."""
     c1 = _c1_kernels(dy.shape[1], g)
     if c1 is not None:
-        return (lambda d, out, t: c1.conv_c1(d, weight, None, *_c1_args(g), out, threads=t),
+        return (lambda d, weight, out, t: c1.conv_c1(d, weight, None, *_c1_args(g), out,
+                                                     threads=t),
                 lambda xs, d, t: c1.conv_c1_wgrad(xs, d, g.kh, g.kw, *_c1_args(g),
                                                   threads=t)[0])
     s1 = _s1_kernels(x, dy.shape[1], x.shape[1], g)
     if s1 is not None:
-        return (lambda d, out, t: s1.conv_s1(d, weight, None, *_s1_args(g), out, threads=t),
+        return (lambda d, weight, out, t: s1.conv_s1(d, weight, None, *_s1_args(g), out,
+                                                     threads=t),
                 lambda xs, d, t: s1.conv_s1_wgrad(xs, d, g.kh, g.kw, *_s1_args(g),
                                                   threads=t))
     cv = _cv_kernels(x, dy.shape[1], x.shape[1], g)
     if cv is not None:
-        return (lambda d, out, t: cv.conv_cv(d, weight, None, *_c1_args(g), out, threads=t),
+        return (lambda d, weight, out, t: cv.conv_cv(d, weight, None, *_c1_args(g), out,
+                                                     threads=t),
                 lambda xs, d, t: cv.conv_cv_wgrad(xs, d, g.kh, g.kw, *_c1_args(g),
                                                   threads=t))
     return None

@@ -95,7 +95,7 @@ def kernel_threads(n_images, nbytes):
     blas = _blas_controllers()
     if not blas:
         return 1
-    threads = min(n_images, _cores(), max(c.num_threads for c in blas))
+    threads = min(n_images, _cores(), max([c.num_threads for c in blas]))
     return max(1, min(threads, nbytes // KERNEL_PER_THREAD_BYTES))
 
 
@@ -106,7 +106,7 @@ def thread_groups(n_parts, nbytes):
     blas = _blas_controllers()
     if not blas:
         return 1, False
-    threads = min(n_parts, _cores(), max(c.num_threads for c in blas))
+    threads = min(n_parts, _cores(), max([c.num_threads for c in blas]))
     if threads < 2:
         return 1, False
     if nbytes < MIN_BYTES:

@@ -72,6 +72,64 @@ def get_workspace_limit():
     return _WORKSPACE_LIMIT[0]
 
 
+# Plans. A call's checks, geometry and choice of kernel depend only on its
+# signature: the active backend, the arrays' types, shapes and dtypes, and the
+# hyperparameters. A layer repeats one signature every step, so the first call
+# of each signature runs them (raising on bad input, as every call would) and
+# the later ones look the result up: per conv layer and step ~6 us forward and
+# ~10 backward of Python (strided CAE step, batch 32; benchmarks/README.md,
+# round 10). Chunks and threads are not planned: they follow settings that may
+# change between calls (workspace limit, thread limits).
+_PLANS = {}                  # backend (equal ones share) -> {signature: plan}
+_LAST = [None, None]         # the backend object of the last call, its plans
+_MAX_PLANS = 256             # per backend; then forgotten all at once
+
+
+def _sig(a):
+    """An array's part of a call signature: type, shape, dtype (None stays None; a
+    non-array gets a signature too, and the checks of its plan reject it)."""
+    if a is None:
+        return None
+    try:
+        return type(a), a.shape, a.dtype
+    except AttributeError:
+        return type(a), None, None
+
+
+def _exact(hyper):
+    """Whether hyperparameters are plain ints, strs or tuples of ints: only those
+    are keys, since 1 == 1.0 == True would let a float or a bool stride (which the
+    checks reject) take an int's plan."""
+    for v in hyper:
+        kind = type(v)
+        if kind is tuple:
+            for e in v:
+                if type(e) is not int:
+                    return False
+        elif kind is not int and kind is not str:
+            return False
+    return True
+
+
+def _planned(arrays, hyper, make):
+    """The plan of the call with signature ``arrays`` (see :func:`_sig`) and
+    hyperparameters ``hyper``: ``make()`` (the checks, which raise on bad input, and
+    the choices) on the first call, remembered per active backend after that."""
+    if not _exact(hyper):
+        return make()
+    be = active()
+    if _LAST[0] is not be:           # use_backend makes a new, equal object each time
+        _LAST[:] = be, _PLANS.setdefault(be, {})
+    plans, key = _LAST[1], (arrays, hyper)
+    plan = plans.get(key)
+    if plan is None:
+        plan = make()
+        if len(plans) >= _MAX_PLANS:
+            plans.clear()
+        plans[key] = plan
+    return plan
+
+
 # On the CPU the columns of a chunk are written by im2col and read at once by
 # the GEMM; chunks that stay within the caches (L2 is 2 MiB a core on the
 # benchmark machine) make a stride-1 conv step ~30% faster than one 28 MiB
@@ -188,17 +246,20 @@ def _direct_chunks(n, per_image):
     3.52/3.40, 64->64 even (benchmarks/README.md, round 9).
     """
     step = max(_DIRECT_CHUNK_MIN, _DIRECT_CHUNK_BYTES // max(1, per_image))
-    chunks = [slice(i, min(n, i + step)) for i in range(0, n, step)]
+    if n <= step:
+        chunks = [slice(0, n)]
+    else:
+        chunks = [slice(i, min(n, i + step)) for i in range(0, n, step)]
     size = chunks[0].stop
     return chunks, kernel_threads(size, size * per_image)
 
 
-def _run_direct(kernel, src, out, bias, relu, per_image):
-    """out = kernel(src) (+ b, ReLU) for a direct forward or adjoint, chunk by chunk
-    (:func:`_direct_chunks`); returns ``out``."""
+def _run_direct(kernel, src, weight, out, bias, relu, per_image):
+    """out = kernel(src, W) (+ b, ReLU) for a direct forward or adjoint, chunk by
+    chunk (:func:`_direct_chunks`); returns ``out``."""
     chunks, threads = _direct_chunks(src.shape[0], per_image)
     for part in chunks:
-        kernel(src[part], bias, out[part], relu, threads)
+        kernel(src[part], weight, bias, out[part], relu, threads)
     return out
 
 
@@ -210,8 +271,10 @@ def _kept_part(keep, part, per_image, itemsize):
     return keep[part.start * per:part.stop * per]
 
 
-def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None, relu=False):
-    """y[n, o] = Σ_k W[o, k] · cols[n, k] (+ b[o]): one GEMM per group and chunk.
+def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None, relu=False, *,
+               direct):
+    """y[n, o] = Σ_k W[o, k] · cols[n, k] (+ b[o]): one GEMM per group and chunk, or
+    ``direct`` (the plan's direct kernel, see :func:`_direct.forward`) when not None.
 
     ``keep``: a flat buffer of the whole batch's columns, written chunk by
     chunk for a later weight gradient (see :func:`_conv2d_keeping_columns`).
@@ -220,10 +283,9 @@ def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None, relu=Fa
     xp = active().xp
     n, c_in = x.shape[:2]
     y = xp.empty((n, weight.shape[0], oh, ow), dtype=x.dtype)
-    direct = _direct.forward(x, weight, g)
     per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
     if direct is not None:                   # y = W ⋆ x + b, without columns
-        return _run_direct(direct, x, y, bias, relu, per_image)
+        return _run_direct(direct, x, weight, y, bias, relu, per_image)
     w_mat = _w_mat(weight, g.groups)                             # (g, c_out/g, K)
 
     def body(parts):
@@ -235,17 +297,17 @@ def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None, relu=Fa
     return y
 
 
-def _correlate_t(y, weight, g: ConvGeometry, h, w, bias=None, relu=False):
+def _correlate_t(y, weight, g: ConvGeometry, h, w, bias=None, relu=False, *, direct):
     """x[n] = col2im(Wᵀ · y[n]) (+ b, then max(·, 0) if ``relu``): the adjoint of
-    ``_correlate``; the bias and the ReLU are applied per chunk, while it is in cache."""
+    ``_correlate``; the bias and the ReLU are applied per chunk, while it is in cache.
+    ``direct``: the plan's direct kernel (:func:`_direct.adjoint`), or None."""
     xp = active().xp
     n, c_out, oh, ow = y.shape
     c_in = weight.shape[1] * g.groups
     x = xp.empty((n, c_in, h, w), dtype=y.dtype)
     per_image = _per_image(c_in, g, oh, ow, y.dtype.itemsize)
-    direct = _direct.adjoint(y, weight, g, c_in)
     if direct is not None:                   # x = Wᵀ ⋆ y (+ b), without columns
-        return _run_direct(direct, y, x, bias, relu, per_image)
+        return _run_direct(direct, y, weight, x, bias, relu, per_image)
     w_mat = _w_mat(weight, g.groups)
 
     def body(parts):
@@ -260,19 +322,20 @@ def _correlate_t(y, weight, g: ConvGeometry, h, w, bias=None, relu=False):
     return x
 
 
-def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_out=None):
+def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_out=None,
+                   direct):
     """(dx, dW, db) of y = conv(x, W) in one pass over the chunks.
 
     Per chunk, dY is put in GEMM layout once and serves both products:
     dx = col2im(Wᵀ · dY) and dW += dY · colsᵀ. ``kept``: the columns the
     forward kept (the same chunks), used instead of recomputing them.
     ``relu_out``: the forward fused a ReLU and this is its output; ``dy`` is the
-    gradient w.r.t. it, masked per chunk (see :func:`_chunk_dy`).
+    gradient w.r.t. it, masked per chunk (see :func:`_chunk_dy`). ``direct``: the
+    plan's direct backward (:func:`_direct.conv_backward`), or None.
     """
     xp = active().xp
     n, c_out, oh, ow = dy.shape
     c_in = x.shape[1]
-    direct = _direct.conv_backward(x, weight, g)
     per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     if direct is not None:
@@ -288,7 +351,7 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
             else:
                 dyp = _chunk_dy(dy, part, relu_out)
                 if need_dx:
-                    adjoint(dyp, dx[part], threads)
+                    adjoint(dyp, weight, dx[part], threads)
                 dw, db = wgrad(dyp, x[part], None, threads)
             partials.append((dw, db))
         dweight, dbias = _add_pairs(partials)
@@ -324,18 +387,18 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
     return dx, dweight.reshape(weight_shape), dbias
 
 
-def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None):
+def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None, direct):
     """(dx, dW, db) of y = conv_transpose(x, W), sharing im2col(dY) between dx and dW.
 
     dx = conv(dY, W) = W · cols(dY) and dW = Σ_n x[n] · cols(dY[n])ᵀ.
-    ``relu_out``: as in :func:`_conv_backward`.
+    ``relu_out``: as in :func:`_conv_backward`; ``direct``: the plan's direct
+    backward (:func:`_direct.conv_t_backward`), or None.
     """
     xp = active().xp
     n, c_out, oh, ow = dy.shape
     c_in, h, w = x.shape[1:]
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     per_image = _per_image(c_out, g, h, w, x.dtype.itemsize)
-    direct = _direct.conv_t_backward(x, dy, weight, g)
     if direct is not None:       # dx = W ⋆ dY and dW = Σ x ⋆ dY, without columns
         forward, wgrad = direct
 
@@ -344,7 +407,7 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None):
         for part in chunks:
             dyp = _chunk_dy(dy, part, relu_out)
             if need_dx:
-                forward(dyp, dx[part], threads)
+                forward(dyp, weight, dx[part], threads)
             partials.append((wgrad(x[part], dyp, threads), dyp.sum(axis=(0, 2, 3))))
         dweight, dbias = _add_pairs(partials)
         return dx, dweight.reshape(weight.shape), dbias
@@ -446,23 +509,35 @@ def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1):
                    groups=groups)
 
 
-def _checked_conv2d(x, weight, bias, stride, padding, dilation, groups):
-    """The checks of a conv2d call; returns its geometry and output size (g, oh, ow)."""
-    where = "conv2d"
+def _checked_conv2d(x, weight, bias, stride, padding, dilation, groups, where="conv2d"):
+    """The checks of a conv2d call; returns its geometry, output size and output
+    channels (g, oh, ow, c_out)."""
     check_input(weight, where=where, name="weight", ndim=4,
                 shape_text="(C_out, C_in/groups, kh, kw)")
     g = conv_geometry(weight.shape[2:], stride, padding, dilation, groups, where=where)
-    _check_conv_args(x, weight, bias, g, where, transposed=False)
+    c_out = _check_conv_args(x, weight, bias, g, where, transposed=False)
     check_fits(g, x.shape[2], x.shape[3], where)
-    return (g, *g.output_hw(x.shape[2], x.shape[3]))
+    return (g, *g.output_hw(x.shape[2], x.shape[3]), c_out)
+
+
+def _conv2d_plan(x, weight, bias, stride, padding, dilation, groups):
+    """(g, oh, ow, direct) of a conv2d call: its checked geometry and output size,
+    and its direct kernel (or None), remembered per call signature (:func:`_planned`)."""
+    def make():
+        g, oh, ow, c_out = _checked_conv2d(x, weight, bias, stride, padding, dilation,
+                                           groups)
+        return g, oh, ow, _direct.forward(x, c_out, g)
+    return _planned(("conv2d", _sig(x), _sig(weight), _sig(bias)),
+                    (stride, padding, dilation, groups), make)
 
 
 def _conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
             relu=False):
     """:func:`conv2d`, with ``relu``: max(·, 0) fused into it, chunk by chunk (for a
     layer followed by a ReLU; see nn.Sequential)."""
-    g, oh, ow = _checked_conv2d(x, weight, bias, stride, padding, dilation, groups)
-    return _correlate(x, weight, g, oh, ow, bias, relu=relu)   # y = W · im2col(x) + b
+    g, oh, ow, direct = _conv2d_plan(x, weight, bias, stride, padding, dilation, groups)
+    # y = W · im2col(x) + b
+    return _correlate(x, weight, g, oh, ow, bias, relu=relu, direct=direct)
 
 
 def conv2d_backward(dy, x, weight, *, stride=1, padding=0, dilation=1, groups=1,
@@ -503,6 +578,15 @@ def _transposed_geometry(x, weight, stride, padding, output_padding, dilation,
                              f"dilation, got output_padding={op} with stride={s} and "
                              f"dilation={d} along the {axis}.")
     return g, (oph, opw)
+
+
+def _checked_conv_t(x, weight, bias, stride, padding, output_padding, dilation, groups,
+                    where):
+    """The checks of a conv_transpose2d call: (g, oh, ow, c_out)."""
+    g, op = _transposed_geometry(x, weight, stride, padding, output_padding, dilation,
+                                 groups, where)
+    c_out = _check_conv_args(x, weight, bias, g, where, transposed=True)
+    return (g, *_transposed_out_hw(x, g, op, where), c_out)
 
 
 def _transposed_out_hw(x, g, op, where):
@@ -561,12 +645,16 @@ def _conv_transpose2d(x, weight, bias=None, *, stride=1, padding=0, output_paddi
                       dilation=1, groups=1, relu=False):
     """:func:`conv_transpose2d`, with ``relu``: max(·, 0) fused into it (for a layer
     followed by a ReLU; see nn.Sequential)."""
-    where = "conv_transpose2d"
-    g, op = _transposed_geometry(x, weight, stride, padding, output_padding, dilation,
-                                 groups, where)
-    _check_conv_args(x, weight, bias, g, where, transposed=True)
-    oh, ow = _transposed_out_hw(x, g, op, where)
-    return _correlate_t(x, weight, g, oh, ow, bias, relu)    # y = col2im(Wᵀ x) + b
+    def make():
+        g, oh, ow, c_out = _checked_conv_t(x, weight, bias, stride, padding,
+                                           output_padding, dilation, groups,
+                                           "conv_transpose2d")
+        return g, oh, ow, _direct.adjoint(x, g, c_out)
+    g, oh, ow, direct = _planned(
+        ("conv_transpose2d", _sig(x), _sig(weight), _sig(bias)),
+        (stride, padding, output_padding, dilation, groups), make)
+    # y = col2im(Wᵀ x) + b
+    return _correlate_t(x, weight, g, oh, ow, bias, relu, direct=direct)
 
 
 def conv_transpose2d_backward(dy, x, weight, *, stride=1, padding=0, output_padding=0,
@@ -595,15 +683,19 @@ def _conv_transpose2d_backward(dy, x, weight, *, stride=1, padding=0, output_pad
                                dilation=1, groups=1, need_dx=True, relu_out=None):
     """:func:`conv_transpose2d_backward`; with ``relu_out`` (the output of a forward
     with ``relu=True``), ``dy`` is the gradient w.r.t. that output."""
-    where = "conv_transpose2d_backward"
-    g, op = _transposed_geometry(x, weight, stride, padding, output_padding, dilation,
-                                 groups, where)
-    c_out = _check_conv_args(x, weight, None, g, where, transposed=True)
-    oh, ow = _transposed_out_hw(x, g, op, where)
-    _check_grad(dy, (x.shape[0], c_out, oh, ow), where, x)
-    _check_relu_out(relu_out, dy, where)
+    def make():
+        where = "conv_transpose2d_backward"
+        g, oh, ow, c_out = _checked_conv_t(x, weight, None, stride, padding,
+                                           output_padding, dilation, groups, where)
+        _check_grad(dy, (x.shape[0], c_out, oh, ow), where, x)
+        _check_relu_out(relu_out, dy, where)
+        return g, _direct.conv_t_backward(x, dy, g)
+    g, direct = _planned(
+        ("conv_transpose2d_backward", _sig(dy), _sig(x), _sig(weight), _sig(relu_out)),
+        (stride, padding, output_padding, dilation, groups), make)
     # dx = conv2d(dY, W), dW = Σ_n x_n · cols(dY_n)ᵀ, db = Σ dY
-    return _conv_t_backward(dy, x, weight, g, need_dx=need_dx, relu_out=relu_out)
+    return _conv_t_backward(dy, x, weight, g, need_dx=need_dx, relu_out=relu_out,
+                            direct=direct)
 
 
 def _check_relu_out(relu_out, dy, where):
@@ -630,17 +722,18 @@ def _conv2d_keeping_columns(x, weight, bias=None, *, stride=1, padding=0, dilati
     columns are written chunk by chunk where the work buffer would have been.
     ``relu``: max(·, 0) fused into y, chunk by chunk (see nn.Sequential).
     """
-    g, oh, ow = _checked_conv2d(x, weight, bias, stride, padding, dilation, groups)
+    g, oh, ow, direct = _conv2d_plan(x, weight, bias, stride, padding, dilation, groups)
     nbytes = x.shape[0] * _per_image(x.shape[1], g, oh, ow, x.dtype.itemsize)
-    if nbytes > _KEEP_MAX_BYTES or _direct.forward(x, weight, g) is not None:
-        return _correlate(x, weight, g, oh, ow, bias, relu=relu), None
+    if nbytes > _KEEP_MAX_BYTES or direct is not None:
+        return _correlate(x, weight, g, oh, ow, bias, relu=relu, direct=direct), None
     size = nbytes // x.dtype.itemsize
     xp = active().xp
     if (buffer is None or not isinstance(buffer, xp.ndarray) or buffer.size < size
             or buffer.dtype != x.dtype):
         buffer = xp.empty(size, dtype=x.dtype)
     kept = buffer[:size]
-    return _correlate(x, weight, g, oh, ow, bias, keep=kept, relu=relu), kept  # W·cols + b
+    # y = W · cols + b
+    return _correlate(x, weight, g, oh, ow, bias, keep=kept, relu=relu, direct=None), kept
 
 
 def _conv2d_backward_kept(dy, x, weight, kept, *, stride=1, padding=0, dilation=1,
@@ -651,18 +744,19 @@ def _conv2d_backward_kept(dy, x, weight, kept, *, stride=1, padding=0, dilation=
     them; they are im2col of x as it was at the forward. ``relu_out``: the
     output of a forward with ``relu=True``; ``dy`` is then the gradient w.r.t. it.
     """
-    where = "conv2d_backward"
-    check_input(weight, where=where, name="weight", ndim=4,
-                shape_text="(C_out, C_in/groups, kh, kw)")
-    g = conv_geometry(weight.shape[2:], stride, padding, dilation, groups, where=where)
-    c_out = _check_conv_args(x, weight, None, g, where, transposed=False)
-    check_fits(g, x.shape[2], x.shape[3], where)
-    oh, ow = g.output_hw(x.shape[2], x.shape[3])
-    _check_grad(dy, (x.shape[0], c_out, oh, ow), where, x)
-    _check_relu_out(relu_out, dy, where)
+    def make():
+        where = "conv2d_backward"
+        g, oh, ow, c_out = _checked_conv2d(x, weight, None, stride, padding, dilation,
+                                           groups, where)
+        _check_grad(dy, (x.shape[0], c_out, oh, ow), where, x)
+        _check_relu_out(relu_out, dy, where)
+        return g, oh, ow, _direct.conv_backward(x, c_out, g)
+    g, oh, ow, direct = _planned(
+        ("conv2d_backward", _sig(dy), _sig(x), _sig(weight), _sig(relu_out)),
+        (stride, padding, dilation, groups), make)
     if kept is not None and kept.size * kept.dtype.itemsize != x.shape[0] * _per_image(
             x.shape[1], g, oh, ow, x.dtype.itemsize):
         kept = None                                   # not this input's columns
     # dx = col2im(Wᵀ · dY), dW = Σ_n dY_n · cols(x_n)ᵀ, db = Σ dY
     return _conv_backward(dy, x, weight, g, weight.shape, need_dx=need_dx, kept=kept,
-                          relu_out=relu_out)
+                          relu_out=relu_out, direct=direct)

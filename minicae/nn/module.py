@@ -175,6 +175,9 @@ class Module:
         return "\n".join(lines) + "\n)"
 
 
+_PLAIN = frozenset((int, float, bool, str, type(None)))     # never hold parameters
+
+
 def _parameters_of(module, out):
     """Append ``module``'s parameters to ``out`` in named_parameters' order, without
     building their names (zero_grad asks for them every step; strided CAE, 8
@@ -185,7 +188,7 @@ def _parameters_of(module, out):
             _parameters_of(child, out)
     elif kind is Module.named_parameters:
         for name, value in vars(module).items():
-            if name[0] == "_":
+            if name[0] == "_" or type(value) in _PLAIN:
                 continue
             if isinstance(value, Parameter):
                 out.append(value)
