@@ -23,8 +23,16 @@ def image_range(t, n, threads):
 
 @numba.njit(inline="always")
 def add_in_order(parts, out):
-    """out = parts[0] + parts[1] + ... (left to right); returns ``out``."""
-    out[...] = parts[0]
-    for t in range(1, parts.shape[0]):
-        out += parts[t]
+    """out = parts[0] + parts[1] + ... (left to right); returns ``out`` (both
+    C-contiguous). Flat loops: as array expressions inside a ``parallel=True``
+    driver, Numba made each ``out += parts[t]`` a parallel region of its own, and
+    the sum of two 4608-float partials took ~12 us instead of ~1 (conv 16->32 s2
+    weight gradient, two images on two threads: 25 -> 13 us)."""
+    m = out.size
+    flat, total = parts.reshape(parts.shape[0], m), out.reshape(m)
+    for i in range(m):
+        total[i] = flat[0, i]
+    for t in range(1, flat.shape[0]):
+        for i in range(m):
+            total[i] += flat[t, i]
     return out
