@@ -413,3 +413,28 @@ def test_direct_kernels_on_numba_threads_equal_one_thread(family, dtype):
     tol = 1e-5 if dtype == np.float32 else 1e-12
     assert_allclose(outs[3][2], outs[1][2], rtol=tol, atol=tol * np.abs(outs[1][2]).max())
     assert np.abs(outs[1][2]).max() > 0
+
+
+@given(n=st.integers(1, 9), c=st.integers(1, 5), h=st.integers(1, 7), w=st.integers(1, 19),
+       threads=st.integers(1, 4), dtype=st.sampled_from(DTYPES))
+def test_per_image_elementwise_kernels_match_loops(n, c, h, w, threads, dtype):
+    """A conv backward's elementwise passes on the images' threads: the ReLU mask
+    equals dy · [x > 0] exactly (NaN in dy stays NaN even where masked, as in NumPy),
+    and the bias gradient equals a float64 loop over images and pixels."""
+    rng = np.random.default_rng(n * 1000 + c * 100 + h * 10 + w)
+    dy = rng.standard_normal((n, c, h, w)).astype(dtype)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    dy.flat[0], x.flat[0] = np.nan, -1.0
+    masked = _numba.relu_backward_images(dy, x, np.empty_like(dy), threads)
+    assert_array_equal(masked, dy * (x > 0).astype(dtype))
+    dy.flat[0] = 0.0
+    want = np.zeros(c)
+    for i in range(n):
+        for ch in range(c):
+            for p in range(h):
+                for q in range(w):
+                    want[ch] += float(dy[i, ch, p, q])
+    got = _numba.channel_sums(dy, threads)
+    assert got.dtype == dtype and got.shape == (c,)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert_allclose(got, want, rtol=tol, atol=tol * n * h * w)

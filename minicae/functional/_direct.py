@@ -24,7 +24,7 @@ rule cites the benchmark row that set it.
 from __future__ import annotations
 
 from ._common import active
-from ._gemm import _relu_inplace
+from ._gemm import _bias_grad, _relu_inplace
 from ._geometry import ConvGeometry
 
 __all__ = ["forward", "adjoint", "conv_backward", "conv_t_backward"]
@@ -157,7 +157,7 @@ def adjoint(y, g: ConvGeometry, c_in):
 def _and_db(wgrad):
     """``wgrad(dy, x, relu_out, threads) -> (dW, db)`` from a kernel's
     ``wgrad(dy, x, threads) -> dW``: db = Σ dY (no mask: relu_out is never passed)."""
-    return lambda dy, x, _, t: (wgrad(dy, x, t), dy.sum(axis=(0, 2, 3)))
+    return lambda dy, x, _, t: (wgrad(dy, x, t), _bias_grad(dy, t))
 
 
 def conv_backward(x, c_out, g: ConvGeometry):

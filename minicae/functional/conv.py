@@ -43,7 +43,7 @@ from .._validation import as_pair, check_positive_int
 from ..errors import ShapeError
 from . import _direct
 from ._common import active, check_input, check_same_dtype
-from ._gemm import (_chunk_dy, _matmul, _matmul_nt, _product_nchw,
+from ._gemm import (_bias_grad, _chunk_dy, _matmul, _matmul_nt, _product_nchw,
                     _relu_inplace, _small_k, _to_kn, _wgrad_per_image, _work)
 from ._parallel import kernel_threads, run_groups, thread_groups
 from ._geometry import (ConvGeometry, check_fits, conv_geometry,
@@ -349,7 +349,7 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
             if mask_in_wgrad:
                 dw, db = wgrad(dy[part], x[part], relu_out[part], threads)
             else:
-                dyp = _chunk_dy(dy, part, relu_out)
+                dyp = _chunk_dy(dy, part, relu_out, threads)
                 if need_dx:
                     adjoint(dyp, weight, dx[part], threads)
                 dw, db = wgrad(dyp, x[part], None, threads)
@@ -405,10 +405,10 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None, direct):
         chunks, threads = _direct_chunks(n, per_image)
         partials = []
         for part in chunks:
-            dyp = _chunk_dy(dy, part, relu_out)
+            dyp = _chunk_dy(dy, part, relu_out, threads)
             if need_dx:
                 forward(dyp, weight, dx[part], threads)
-            partials.append((wgrad(x[part], dyp, threads), dyp.sum(axis=(0, 2, 3))))
+            partials.append((wgrad(x[part], dyp, threads), _bias_grad(dyp, threads)))
         dweight, dbias = _add_pairs(partials)
         return dx, dweight.reshape(weight.shape), dbias
     w_mat = _w_mat(weight, g.groups)                             # (g, c_in/g, K)
