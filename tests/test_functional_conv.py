@@ -387,14 +387,15 @@ def test_plans_check_each_new_signature_once(numpy_backend, monkeypatch):
     checked on its first call only; a new shape, dtype, bias or a hyperparameter
     that is not a plain int/str/tuple of ints is checked again, so bad input
     still raises after good input of the same values."""
+    from minicae.functional import _plans as P
     from minicae.functional import conv as C
 
     checks = []
     original = C._checked_conv2d
     monkeypatch.setattr(C, "_checked_conv2d",
                         lambda *a, **k: checks.append(a[3]) or original(*a, **k))
-    monkeypatch.setattr(C, "_PLANS", {})
-    monkeypatch.setattr(C, "_LAST", [None, None])
+    monkeypatch.setattr(P, "_PLANS", {})
+    monkeypatch.setattr(P, "_LAST", (None, None))
     x, w, b = _arr(2, 3, 6, 6), _arr(4, 3, 3, 3), _arr(4)
     first = F.conv2d(x, w, b, stride=2, padding=1)
     again = F.conv2d(x, w, b, stride=2, padding=1)
@@ -417,18 +418,33 @@ def test_plans_are_kept_per_backend(monkeypatch):
     """The numba backend's plan of a strided conv holds its direct kernel; the same
     signature under NumPy gets its own plan, with the columns (no direct kernel);
     entering a backend again finds its plans."""
-    from minicae.functional import conv as C
+    from minicae.functional import _plans as P
 
     if not backend_mod.available_backends()["numba"][0]:
         pytest.skip("numba backend: Numba is not installed")
-    monkeypatch.setattr(C, "_PLANS", {})
-    monkeypatch.setattr(C, "_LAST", [None, None])
+    monkeypatch.setattr(P, "_PLANS", {})
+    monkeypatch.setattr(P, "_LAST", (None, None))
     x, w = _arr(2, 3, 6, 6), _arr(4, 3, 3, 3)
     directs = {}
     for name in ("numba", "numpy", "numba"):          # a new Backend object each time
         with backend_mod.use_backend(name):
             F.conv2d(x, w, stride=2, padding=1)
-            (plan,) = C._PLANS[backend_mod.get_backend()].values()
+            (plan,) = P._PLANS[backend_mod.get_backend()].values()
             directs.setdefault(name, plan[3])
             assert plan[3] is directs[name]                   # remembered, not remade
     assert directs["numba"] is not None and directs["numpy"] is None
+
+
+def test_empty_batch_gives_zero_parameter_gradients(backend):
+    """A batch of no images: empty outputs and input gradients, zero dW and db (an
+    empty sum), on every backend and both convolutions."""
+    x = to_device(np.ones((0, 3, 6, 6)))
+    for op, w, kw in (("conv2d", np.ones((4, 3, 3, 3)), dict(stride=2, padding=1)),
+                      ("conv_transpose2d", np.ones((3, 4, 3, 3)),
+                       dict(stride=2, padding=1, output_padding=1))):
+        w = to_device(w)
+        y = getattr(F, op)(x, w, **kw)
+        assert y.shape[:2] == (0, 4)
+        dx, dw, db = getattr(F, op + "_backward")(y, x, w, **kw)
+        assert dx.shape == x.shape and dw.shape == w.shape and db.shape == (4,)
+        assert not np.any(to_numpy(dw)) and not np.any(to_numpy(db))

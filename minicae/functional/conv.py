@@ -46,6 +46,7 @@ from ._common import active, check_input, check_same_dtype
 from ._gemm import (_bias_grad, _chunk_dy, _matmul, _matmul_nt, _product_nchw,
                     _relu_inplace, _small_k, _to_kn, _wgrad_per_image, _work)
 from ._parallel import kernel_threads, run_groups, thread_groups
+from ._plans import _planned, _sig
 from ._geometry import (ConvGeometry, check_fits, conv_geometry,
                         conv_transpose_output_size)
 
@@ -70,64 +71,6 @@ def set_workspace_limit(nbytes):
 def get_workspace_limit():
     """The current bound, in bytes, on one call's im2col columns."""
     return _WORKSPACE_LIMIT[0]
-
-
-# Plans. A call's checks, geometry and choice of kernel depend only on its
-# signature: the active backend, the arrays' types, shapes and dtypes, and the
-# hyperparameters. A layer repeats one signature every step, so the first call
-# of each signature runs them (raising on bad input, as every call would) and
-# the later ones look the result up: per conv layer and step ~6 us forward and
-# ~10 backward of Python (strided CAE step, batch 32; benchmarks/README.md,
-# round 10). Chunks and threads are not planned: they follow settings that may
-# change between calls (workspace limit, thread limits).
-_PLANS = {}                  # backend (equal ones share) -> {signature: plan}
-_LAST = [None, None]         # the backend object of the last call, its plans
-_MAX_PLANS = 256             # per backend; then forgotten all at once
-
-
-def _sig(a):
-    """An array's part of a call signature: type, shape, dtype (None stays None; a
-    non-array gets a signature too, and the checks of its plan reject it)."""
-    if a is None:
-        return None
-    try:
-        return type(a), a.shape, a.dtype
-    except AttributeError:
-        return type(a), None, None
-
-
-def _exact(hyper):
-    """Whether hyperparameters are plain ints, strs or tuples of ints: only those
-    are keys, since 1 == 1.0 == True would let a float or a bool stride (which the
-    checks reject) take an int's plan."""
-    for v in hyper:
-        kind = type(v)
-        if kind is tuple:
-            for e in v:
-                if type(e) is not int:
-                    return False
-        elif kind is not int and kind is not str:
-            return False
-    return True
-
-
-def _planned(arrays, hyper, make):
-    """The plan of the call with signature ``arrays`` (see :func:`_sig`) and
-    hyperparameters ``hyper``: ``make()`` (the checks, which raise on bad input, and
-    the choices) on the first call, remembered per active backend after that."""
-    if not _exact(hyper):
-        return make()
-    be = active()
-    if _LAST[0] is not be:           # use_backend makes a new, equal object each time
-        _LAST[:] = be, _PLANS.setdefault(be, {})
-    plans, key = _LAST[1], (arrays, hyper)
-    plan = plans.get(key)
-    if plan is None:
-        plan = make()
-        if len(plans) >= _MAX_PLANS:
-            plans.clear()
-        plans[key] = plan
-    return plan
 
 
 # On the CPU the columns of a chunk are written by im2col and read at once by
@@ -338,6 +281,8 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
     c_in = x.shape[1]
     per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
+    if n == 0:                          # an empty batch: nothing to sum
+        return dx, xp.zeros(weight_shape, x.dtype), xp.zeros(c_out, x.dtype)
     if direct is not None:
         adjoint, wgrad, masks = direct
         mask_in_wgrad = masks and not need_dx and relu_out is not None
@@ -398,6 +343,8 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None, direct):
     n, c_out, oh, ow = dy.shape
     c_in, h, w = x.shape[1:]
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
+    if n == 0:                          # an empty batch: nothing to sum
+        return dx, xp.zeros(weight.shape, x.dtype), xp.zeros(c_out, x.dtype)
     per_image = _per_image(c_out, g, h, w, x.dtype.itemsize)
     if direct is not None:       # dx = W ⋆ dY and dW = Σ x ⋆ dY, without columns
         forward, wgrad = direct
