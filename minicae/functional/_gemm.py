@@ -168,8 +168,9 @@ def _chunk_dy(dy, part, relu_out, threads=1):
 
 def _bias_grad(dy, threads=1):
     """dL/db = Σ_{n,p,q} dY per channel, on the kernel set's vector loops over the
-    images' threads where it can (numpy's sum over axes (0, 2, 3): 22 us for
-    32x32x7x7, the kernel's 2.5 at two threads), else numpy's."""
+    images' threads where it can (numpy's sum over axes (0, 2, 3): 24 us for
+    32x16x14x14, the kernel's 8 at two threads; benchmarks/README.md, round 10),
+    else numpy's."""
     kernels = _images_kernels(dy, dy)
     if kernels is None:
         return dy.sum(axis=(0, 2, 3))
