@@ -10,8 +10,12 @@ forward (the ReLUs fused as nn.Sequential fuses them), sigmoid, the loss and its
 gradient, each layer's backward, Adam. Medians over many steps, printed as µs
 per 32 samples, so that batches compare directly: what a batch of 32 pays above
 a large batch's per-sample rate is its fixed cost (benchmarks/README.md, round
-10). The malloc variables are those `minicae bench` gives its sides; set the
-thread variables before Python starts, as the bench does.
+10). Then, per batch, the bench's whole step and zero_grad and the Adam step
+timed alone (µs per call). 200 steps of each kind, no more: the same batch
+trained for ~750 steps leaves Adam's first moments of dead units denormal, and
+the Adam step then takes ~4x as long (80 against 17 us; benchmarks/README.md,
+round 10). The malloc variables are those `minicae bench` gives its sides; set
+the thread variables before Python starts, as the bench does.
 """
 
 from __future__ import annotations
@@ -75,7 +79,23 @@ def phases(batch, steps):
             if step >= 20:
                 for name, a, b in zip(PHASES, marks, marks[1:]):
                     times[name].append(b - a)
-    return {name: statistics.median(v) for name, v in times.items()}
+        out = {name: statistics.median(v) for name, v in times.items()}
+        out["step"] = _median(work.step, steps)          # the bench's own step, whole
+        out["zero_grad alone"] = _median(model.zero_grad, steps)
+        out["adam alone"] = _median(opt.step, steps)
+    return out
+
+
+def _median(fn, calls):
+    """Median seconds of ``calls`` calls of ``fn``, each timed alone, after 20."""
+    for _ in range(20):
+        fn()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def main():
@@ -86,11 +106,16 @@ def main():
     print(f"NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'unset')}; "
           "µs per 32 samples")
     print(f"{'batch':>6} " + " ".join(f"{p:>9}" for p in PHASES) + f" {'total':>7}")
+    alone = []
     for batch in args.batches:
-        got = phases(batch, steps=3000 // batch + 50)
+        got = phases(batch, steps=200)
         per32 = {p: 1e6 * v * 32 / batch for p, v in got.items()}
         print(f"{batch:>6} " + " ".join(f"{per32[p]:>9.0f}" for p in PHASES)
-              + f" {sum(per32.values()):>7.0f}")
+              + f" {sum(per32[p] for p in PHASES):>7.0f}")
+        alone.append(f"batch {batch}: whole step {1e6 * got['step']:.0f} us, zero_grad "
+                     f"alone {1e6 * got['zero_grad alone']:.1f} us, Adam step alone "
+                     f"{1e6 * got['adam alone']:.1f} us")
+    print("\n".join(alone))
 
 
 if __name__ == "__main__":

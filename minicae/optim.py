@@ -386,7 +386,7 @@ class Adam(Optimizer):
             slots["exp_avg"] = xp.zeros_like(p.data)  # m₀ = 0
             slots["exp_avg_sq"] = xp.zeros_like(p.data)  # v₀ = 0
         m, v = slots["exp_avg"], slots["exp_avg_sq"]
-        if fused is not None and self._one_pass(p, g, m, v):
+        if fused is not None and self._takes_fused(p, g, m, v):
             # the same operations in one pass (kernels/_numba_optim.py, _cupy.py),
             # bit for bit
             fused(p.data, g, m, v, beta1, beta2, math.sqrt(bias2), self.eps,
@@ -400,7 +400,7 @@ class Adam(Optimizer):
         denom = xp.sqrt(v) / math.sqrt(bias2) + self.eps  # √v̂ + ε
         p.data -= (self.lr / bias1) * (m / denom)  # θ ← θ − η m̂ / (√v̂ + ε)
 
-    def _one_pass(self, p, *arrays):
+    def _takes_fused(self, p, *arrays):
         """Whether the fused kernel takes (θ, g, m, v): the answer of
         :func:`_one_pass`, remembered while ``p`` keeps the same four arrays (the
         flags and dtype checks cost ~1 us a parameter, every step)."""

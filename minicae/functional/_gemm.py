@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 
 from ._common import active
-from .activations import relu_backward
+from .activations import _numba_relu, relu_backward
 
 _WORK = threading.local()
 
@@ -155,34 +155,23 @@ def _relu_inplace(y):
 def _chunk_dy(dy, part, relu_out, threads=1):
     """dy[part], or dy[part] ⊙ [relu_out[part] > 0] when the forward fused a ReLU
     (its backward, on the chunk while it is in cache; ``dy`` is then dL/d(ReLU output)),
-    on ``threads`` threads where the kernel set can (:func:`_images_kernels`)."""
+    on ``threads`` threads where the numba set's loops take them."""
     if relu_out is None:
         return dy[part]
     d, r = dy[part], relu_out[part]
     out = _work("relu_dy", d.shape, d.dtype)
-    kernels = _images_kernels(d, r) if threads > 1 else None
+    kernels = _numba_relu(d, r, min_size=1) if threads > 1 else None
     if kernels is not None:
         return kernels.relu_backward_images(d, r, out, threads)
     return relu_backward(d, r, out=out)
 
 
 def _bias_grad(dy, threads=1):
-    """dL/db = Σ_{n,p,q} dY per channel, on the kernel set's vector loops over the
-    images' threads where it can (numpy's sum over axes (0, 2, 3): 24 us for
+    """dL/db = Σ_{n,p,q} dY per channel, on the numba set's vector loops over the
+    images' threads where they take dY (numpy's sum over axes (0, 2, 3): 24 us for
     32x16x14x14, the kernel's 8 at two threads; benchmarks/README.md, round 10),
     else numpy's."""
-    kernels = _images_kernels(dy, dy)
+    kernels = _numba_relu(dy, dy, min_size=1)
     if kernels is None:
         return dy.sum(axis=(0, 2, 3))
     return kernels.channel_sums(dy, threads)
-
-
-def _images_kernels(a, b):
-    """The active kernels when they have the per-image elementwise loops and ``a``,
-    ``b`` suit them (C-contiguous float32/float64 NumPy arrays of one dtype), else None."""
-    kernels = active().kernels
-    if (kernels.channel_sums is None or a.dtype != b.dtype
-            or a.dtype.kind != "f" or a.dtype.itemsize not in (4, 8)
-            or not (a.flags.c_contiguous and b.flags.c_contiguous)):
-        return None
-    return kernels

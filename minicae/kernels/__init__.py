@@ -46,11 +46,6 @@ filled instead of allocating.
     (optional) one Adam step in place, in one pass, with the NumPy path's
     roundings (optim.py uses it for contiguous float arrays).
 
-``relu_backward_images(dy, x, out, threads)``, ``channel_sums(dy, threads)``
-    (optional) dy · [x > 0] and the per-channel sums of dy (a bias gradient), for
-    C-contiguous float32/float64 (N, C, H, W) arrays, the images split over
-    ``threads`` threads as the direct convolutions split them.
-
 ``CHUNK_BYTES`` (optional module constant)
     the size of the columns of one chunk of images that this backend's loops
     and GEMM handle best (the CPU caches); absent or 0: whole batches.
@@ -86,8 +81,6 @@ class KernelSet(NamedTuple):
     conv_cv_adjoint: object = None
     conv_cv_wgrad: object = None
     adam_update: object = None           # optional one-pass Adam step
-    relu_backward_images: object = None  # optional: a conv backward's elementwise
-    channel_sums: object = None          # passes, on the images' threads
 
 
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
@@ -104,5 +97,4 @@ def load_kernels(name: str) -> KernelSet:
                      getattr(module, "C1_GEOMETRIES", ()),
                      *(getattr(module, f, None) for f in
                        ("conv_s1", "conv_s1_adjoint", "conv_s1_wgrad",
-                        "conv_cv", "conv_cv_adjoint", "conv_cv_wgrad", "adam_update",
-                        "relu_backward_images", "channel_sums")))
+                        "conv_cv", "conv_cv_adjoint", "conv_cv_wgrad", "adam_update")))
