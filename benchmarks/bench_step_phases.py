@@ -88,14 +88,9 @@ def phases(batch, steps):
 
 def _median(fn, calls):
     """Median seconds of ``calls`` calls of ``fn``, each timed alone, after 20."""
-    for _ in range(20):
-        fn()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    from minicae.bench import harness
+
+    return harness.time_work(fn, repeats=calls, warmup=20)["median_s"]
 
 
 def main():
