@@ -128,7 +128,7 @@ def _reference(x, weight, bias, dy, cfg):
 
 def _family(name):
     """(forward, adjoint, wgrad) of a kernel family with one calling convention:
-    f(x, W, b, cfg, out, relu), f(dy, W, b, cfg, out, relu), f(dy, x, cfg)."""
+    f(x, W, b, cfg, out, relu), f(dy, W, b, cfg, out, relu), f(dy, x, W, cfg)."""
     if name == "s1":
         def geo(cfg):
             return cfg.pt, cfg.pl, cfg.dil_h, cfg.dil_w
@@ -136,7 +136,7 @@ def _family(name):
                                                                relu=relu),
                 lambda d, w, b, cfg, out, relu: _numba.conv_s1_adjoint(
                     d, w, *geo(cfg), out, bias=b, relu=relu),
-                lambda d, x, cfg: _numba.conv_s1_wgrad(d, x, cfg.kh, cfg.kw, *geo(cfg)))
+                lambda d, x, w, cfg: _numba.conv_s1_backward(d, x, w, *geo(cfg))[0])
 
     def geo(cfg):
         return cfg.sh, cfg.sw, cfg.pt, cfg.pl, cfg.dil_h, cfg.dil_w
@@ -144,7 +144,7 @@ def _family(name):
                                                            relu=relu),
             lambda d, w, b, cfg, out, relu: _numba.conv_cv_adjoint(d, w, b, *geo(cfg), out,
                                                                    relu=relu),
-            lambda d, x, cfg: _numba.conv_cv_wgrad(d, x, cfg.kh, cfg.kw, *geo(cfg)))
+            lambda d, x, w, cfg: _numba.conv_cv_backward(d, x, w, *geo(cfg))[0])
 
 
 def _check_family(name, cfg, c_out, with_bias, relu, dtype):
@@ -173,7 +173,7 @@ def _check_family(name, cfg, c_out, with_bias, relu, dtype):
     assert adjoint(dy, weight, b_in, cfg, into, relu) is into
     assert_allclose(into, np.maximum(want_x, 0) if relu else want_x, **tol,
                     err_msg="dx " + msg)
-    dw = wgrad(dy, x, cfg)
+    dw = wgrad(dy, x, weight, cfg)
     assert dw.shape == weight.shape and dw.dtype == dtype
     assert_allclose(dw, want_dw, **tol, err_msg="dW " + msg)
 
@@ -360,9 +360,10 @@ def test_stride1_weight_gradient_in_groups_of_channel_blocks(dtype, monkeypatch)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 5, 9, 20)).astype(dtype)
     dy = rng.standard_normal((3, 19, 9, 20)).astype(dtype)
-    whole = _numba.conv_s1_wgrad(dy, x, 3, 3, 1, 1, 1, 1)
+    w = np.empty((19, 5, 3, 3), dtype)
+    whole = _numba.conv_s1_backward(dy, x, w, 1, 1, 1, 1)[0]
     monkeypatch.setattr(_numba_s1, "_SCRATCH_BYTES", 1)
-    grouped = _numba.conv_s1_wgrad(dy, x, 3, 3, 1, 1, 1, 1)
+    grouped = _numba.conv_s1_backward(dy, x, w, 1, 1, 1, 1)[0]
     assert_array_equal(grouped, whole)
 
 
@@ -387,10 +388,10 @@ def test_direct_kernels_on_numba_threads_equal_one_thread(family, dtype):
         "s1": (lambda x_, o, t: _numba_s1.conv_s1(x_, w, b, 1, 1, 1, 1, o, True, t),
                lambda d, o, t: _numba_s1.conv_s1_adjoint(d, w, 1, 1, 1, 1, o, None, True,
                                                          t),
-               lambda d, t: _numba_s1.conv_s1_wgrad(d, x, 3, 3, 1, 1, 1, 1, t)),
+               lambda d, t: _numba_s1.conv_s1_backward(d, x, w, 1, 1, 1, 1, threads=t)[0]),
         "cv": (lambda x_, o, t: _numba_cv.conv_cv(x_, w, b, *s, o, True, t),
                lambda d, o, t: _numba_cv.conv_cv_adjoint(d, w, None, *s, o, False, t),
-               lambda d, t: _numba_cv.conv_cv_wgrad(d, x, 3, 3, *s, t)),
+               lambda d, t: _numba_cv.conv_cv_backward(d, x, w, *s, threads=t)[0]),
         "c1": (lambda x_, o, t: _numba_c1.conv_c1(x_, w, b, *s, o, True, t),
                lambda d, o, t: _numba_c1.conv_c1_adjoint(d, w, None, *s, o, False, t),
                lambda d, t: _numba_c1.conv_c1_wgrad(d, x, 3, 3, *s, relu_out=d,
@@ -416,25 +417,94 @@ def test_direct_kernels_on_numba_threads_equal_one_thread(family, dtype):
 
 
 @given(n=st.integers(1, 9), c=st.integers(1, 5), h=st.integers(1, 7), w=st.integers(1, 19),
-       threads=st.integers(1, 4), dtype=st.sampled_from(DTYPES))
-def test_per_image_elementwise_kernels_match_loops(n, c, h, w, threads, dtype):
-    """A conv backward's elementwise passes on the images' threads: the ReLU mask
-    equals dy · [x > 0] exactly (NaN in dy stays NaN even where masked, as in NumPy),
-    and the bias gradient equals a float64 loop over images and pixels."""
+       dtype=st.sampled_from(DTYPES))
+def test_channel_sums_match_a_loop(n, c, h, w, dtype):
+    """A bias gradient's vector sums per (image, channel) plane equal a float64 loop
+    over images and pixels."""
     rng = np.random.default_rng(n * 1000 + c * 100 + h * 10 + w)
     dy = rng.standard_normal((n, c, h, w)).astype(dtype)
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    dy.flat[0], x.flat[0] = np.nan, -1.0
-    masked = _numba.relu_backward_images(dy, x, np.empty_like(dy), threads)
-    assert_array_equal(masked, dy * (x > 0).astype(dtype))
-    dy.flat[0] = 0.0
     want = np.zeros(c)
     for i in range(n):
         for ch in range(c):
             for p in range(h):
                 for q in range(w):
                     want[ch] += float(dy[i, ch, p, q])
-    got = _numba.channel_sums(dy, threads)
+    got = _numba.channel_sums(dy)
     assert got.dtype == dtype and got.shape == (c,)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     assert_allclose(got, want, rtol=tol, atol=tol * n * h * w)
+
+
+def _range_sums(d, threads):
+    """Σ dY per channel as the one-call backwards sum it: per range of images (as
+    kernels/_numba_ranges.image_range splits them), then over ranges in order."""
+    n = d.shape[0]
+    threads = min(threads, n)
+    total = _numba.channel_sums(d[:n // threads])
+    for t in range(1, threads):
+        total += _numba.channel_sums(d[t * n // threads:(t + 1) * n // threads])
+    return total
+
+
+@given(n=st.integers(1, 7), threads=st.integers(1, 3), relu=st.booleans(),
+       need_dx=st.booleans(), family=st.sampled_from(["cv", "cv_t", "c1_t", "s1", "s1_t"]),
+       dtype=st.sampled_from(DTYPES))
+def test_one_call_backwards_equal_their_parts_called_in_turn(n, threads, relu, need_dx,
+                                                             family, dtype):
+    """A whole backward in one parallel region (conv_cv_backward, conv_cv_t_backward,
+    conv_c1_t_backward, conv_s1_backward) gives exactly what its parts give called
+    one after the other on the same threads: dY masked by [relu_out > 0] (a NaN in
+    dY stays NaN), the input gradient (the family's forward or adjoint), the weight
+    gradient (the convolution's backward on the masked dY, without input gradient;
+    for the one-channel family conv_c1_wgrad) and the bias gradient."""
+    from minicae.kernels import _numba_c1, _numba_cv, _numba_s1
+
+    rng = np.random.default_rng(n * 100 + threads * 10 + relu)
+    stride = 1 if family.startswith("s1") else 2
+    s = (stride, stride, 1, 1, 1, 1)              # sh, sw, pt, pl, dil_h, dil_w
+    small = (6, 6) if stride == 2 else (12, 11)
+    if not family.endswith("_t"):   # conv 5 -> 6 channels, 12x11 -> small
+        x, dy = rng.standard_normal((n, 5, 12, 11)), rng.standard_normal((n, 6, *small))
+        w = rng.standard_normal((6, 5, 3, 3))
+    else:                           # transposed 6 (c1_t: 4) -> 5 (c1_t: 1), small -> 12x11
+        c_in, c_out = (4, 1) if family == "c1_t" else (6, 5)
+        x, dy = rng.standard_normal((n, c_in, *small)), rng.standard_normal((n, c_out, 12, 11))
+        w = rng.standard_normal((c_in, c_out, 3, 3))
+    x, dy, w = x.astype(dtype), dy.astype(dtype), w.astype(dtype)
+    relu_out = np.maximum(rng.standard_normal(dy.shape), 0).astype(dtype) if relu else None
+    dy.flat[0] = np.nan
+    if relu:
+        relu_out.flat[0] = 0.0
+    d = dy * (relu_out > 0).astype(dtype) if relu else dy
+    dx, want_dx = (np.empty_like(x), np.empty_like(x)) if need_dx else (None, None)
+    kw = dict(relu_out=relu_out, dx=dx, threads=threads)
+    if family == "cv":
+        dw, db = _numba_cv.conv_cv_backward(dy, x, w, *s, **kw)
+        if need_dx:
+            _numba_cv.conv_cv_adjoint(d, w, None, *s, want_dx, threads=threads)
+        want_dw = _numba_cv.conv_cv_backward(d, x, w, *s, threads=threads)[0]
+    elif family == "cv_t":
+        dw, db = _numba_cv.conv_cv_t_backward(dy, x, w, *s, **kw)
+        if need_dx:
+            _numba_cv.conv_cv(d, w, None, *s, want_dx, threads=threads)
+        want_dw = _numba_cv.conv_cv_backward(x, d, w, *s, threads=threads)[0]
+    elif family == "c1_t":
+        dw, db = _numba_c1.conv_c1_t_backward(dy, x, w, *s, **kw)
+        if need_dx:
+            _numba_c1.conv_c1(d, w, None, *s, want_dx, threads=threads)
+        want_dw = _numba_c1.conv_c1_wgrad(x, d, 3, 3, *s, threads=threads)[0]
+    else:
+        transposed = family == "s1_t"
+        dw, db = _numba_s1.conv_s1_backward(dy, x, w, *s[2:], transposed=transposed, **kw)
+        if need_dx and transposed:
+            _numba_s1.conv_s1(d, w, None, *s[2:], want_dx, threads=threads)
+        elif need_dx:
+            _numba_s1.conv_s1_adjoint(d, w, *s[2:], want_dx, threads=threads)
+        want_dw = _numba_s1.conv_s1_backward(x if transposed else d, d if transposed else x,
+                                             w, *s[2:], threads=threads)[0]
+    if need_dx:
+        assert_array_equal(dx, want_dx)
+    assert dw.dtype == db.dtype == dtype and dw.shape == w.shape
+    assert_array_equal(dw, want_dw)
+    assert_array_equal(db, _range_sums(d, threads))
+    assert np.isnan(db[0]) and not np.isnan(db[1:]).any()

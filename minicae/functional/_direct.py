@@ -17,14 +17,17 @@ Only grouped convolutions (and non-float dtypes) keep the columns on Numba.
 Each function here returns the callables that conv.py runs per chunk of images,
 or None when the columns stay; every callable takes the weight (the choice
 depends on shapes only, so conv.py remembers it per call signature) and
-``threads``, the Numba threads its kernel splits the chunk's images over. Every
-rule cites the benchmark row that set it.
+``threads``, the Numba threads its kernel splits the chunk's images over. A
+backward is one call: the strided, stride-1 and one-channel transposed families
+mask dY, compute the input gradient and sum dW and db on each thread's images in
+one parallel region (round 11); the narrower kernels call their parts in turn.
+Every rule cites the benchmark row that set it.
 """
 
 from __future__ import annotations
 
 from ._common import active
-from ._gemm import _bias_grad, _relu_inplace
+from ._gemm import _bias_grad, _chunk_dy, _relu_inplace
 from ._geometry import ConvGeometry
 
 __all__ = ["forward", "adjoint", "conv_backward", "conv_t_backward"]
@@ -154,73 +157,62 @@ def adjoint(y, g: ConvGeometry, c_in):
     return None
 
 
-def _and_db(wgrad):
-    """``wgrad(dy, x, relu_out, threads) -> (dW, db)`` from a kernel's
-    ``wgrad(dy, x, threads) -> dW``: db = Σ dY (no mask: relu_out is never passed)."""
-    return lambda dy, x, _, t: (wgrad(dy, x, t), _bias_grad(dy, t))
-
-
 def conv_backward(x, c_out, g: ConvGeometry):
-    """(adjoint(dy, weight, out, threads), wgrad(dy, x, relu_out, threads) -> (dW, db),
-    masks) of the direct convolution that pays for this conv2d (to ``c_out``
-    channels), or None: its backward without columns.
-    ``masks``: wgrad applies a fused ReLU's mask itself (relu_out, or None), so that
-    dy needs no pass of its own when no input gradient is wanted (conv 1->16 backward
-    after a ReLU, N128 28² s2, one thread: 0.55 -> 0.42 ms).
-    """
+    """``run(dy, x, weight, relu_out, dx, threads) -> (dW, db)``: the backward without
+    columns of the direct convolution that pays for this conv2d (to ``c_out``
+    channels), or None. dY is first masked by [relu_out > 0] when a fused ReLU's
+    output is given; the input gradient goes into ``dx`` when given. The strided
+    family runs it all in one parallel region (kernels' ``conv_cv_backward``)."""
     direct = _direct_kernels(c_out, g)
-    if direct is not None:
+    if direct is not None:                  # mask, adjoint, wgrad, bias: a call each
         args = g.kernel_args()
-        return (lambda dy, weight, out, t: direct.conv_direct_adjoint(
-                    dy, weight, out.shape[2], out.shape[3], *args, out=out, threads=t),
-                _and_db(lambda dy, x, t: direct.conv_direct_wgrad(dy, x, g.kh, g.kw, *args,
-                                                                   threads=t)),
-                False)
+
+        def run_direct(dy, x, weight, relu_out, dx, t):
+            dy = _chunk_dy(dy, slice(None), relu_out)
+            if dx is not None:
+                direct.conv_direct_adjoint(dy, weight, dx.shape[2], dx.shape[3], *args,
+                                           out=dx, threads=t)
+            return (direct.conv_direct_wgrad(dy, x, g.kh, g.kw, *args, threads=t),
+                    _bias_grad(dy))
+        return run_direct
     c1 = _c1_kernels(x.shape[1], g)
     if c1 is not None:
-        return (lambda dy, weight, out, t: c1.conv_c1_adjoint(dy, weight, None,
-                                                              *_c1_args(g), out, threads=t),
-                lambda dy, x, r, t: c1.conv_c1_wgrad(dy, x, g.kh, g.kw, *_c1_args(g),
-                                                     relu_out=r, threads=t),
-                True)
+        def run_c1(dy, x, weight, relu_out, dx, t):
+            if dx is not None:
+                dy, relu_out = _chunk_dy(dy, slice(None), relu_out), None
+                c1.conv_c1_adjoint(dy, weight, None, *_c1_args(g), dx, threads=t)
+            # the weight gradient masks dY itself (conv 1->16 backward after a
+            # ReLU, N128 28² s2, one thread: 0.55 -> 0.42 ms) and sums db
+            return c1.conv_c1_wgrad(dy, x, g.kh, g.kw, *_c1_args(g), relu_out=relu_out,
+                                    threads=t)
+        return run_c1
     s1 = _s1_kernels(x, x.shape[1], c_out, g)
     if s1 is not None:
-        return (lambda dy, weight, out, t: s1.conv_s1_adjoint(dy, weight, *_s1_args(g),
-                                                              out, threads=t),
-                _and_db(lambda dy, x, t: s1.conv_s1_wgrad(dy, x, g.kh, g.kw, *_s1_args(g),
-                                                           threads=t)),
-                False)
+        return lambda dy, x, weight, r, dx, t: s1.conv_s1_backward(
+            dy, x, weight, *_s1_args(g), relu_out=r, dx=dx, threads=t)
     cv = _cv_kernels(x, x.shape[1], c_out, g)
     if cv is not None:
-        return (lambda dy, weight, out, t: cv.conv_cv_adjoint(dy, weight, None,
-                                                              *_c1_args(g), out, threads=t),
-                _and_db(lambda dy, x, t: cv.conv_cv_wgrad(dy, x, g.kh, g.kw, *_c1_args(g),
-                                                           threads=t)),
-                False)
+        return lambda dy, x, weight, r, dx, t: cv.conv_cv_backward(
+            dy, x, weight, *_c1_args(g), relu_out=r, dx=dx, threads=t)
     return None
 
 
 def conv_t_backward(x, dy, g: ConvGeometry):
-    """(forward(dy, weight, out, threads), wgrad(x, dy, threads) -> dW) of y =
-    conv_transpose(x, W) without columns, or None: dx = W ⋆ dY, the convolution,
-    and dW[c, o] = Σ x[c] ⋆ dY[o], the convolution's weight gradient with x in the
-    place of dY."""
+    """``run(dy, x, weight, relu_out, dx, threads) -> (dW, db)`` of y =
+    conv_transpose(x, W) without columns, as :func:`conv_backward`'s, or None: dx =
+    W ⋆ dY, the convolution, and dW[c, o] = Σ x[c] ⋆ dY[o], the convolution's
+    weight gradient with x in the place of dY. The one-channel and strided families
+    run it in one parallel region."""
     c1 = _c1_kernels(dy.shape[1], g)
     if c1 is not None:
-        return (lambda d, weight, out, t: c1.conv_c1(d, weight, None, *_c1_args(g), out,
-                                                     threads=t),
-                lambda xs, d, t: c1.conv_c1_wgrad(xs, d, g.kh, g.kw, *_c1_args(g),
-                                                  threads=t)[0])
+        return lambda d, xs, weight, r, dx, t: c1.conv_c1_t_backward(
+            d, xs, weight, *_c1_args(g), relu_out=r, dx=dx, threads=t)
     s1 = _s1_kernels(x, dy.shape[1], x.shape[1], g)
     if s1 is not None:
-        return (lambda d, weight, out, t: s1.conv_s1(d, weight, None, *_s1_args(g), out,
-                                                     threads=t),
-                lambda xs, d, t: s1.conv_s1_wgrad(xs, d, g.kh, g.kw, *_s1_args(g),
-                                                  threads=t))
+        return lambda d, xs, weight, r, dx, t: s1.conv_s1_backward(
+            d, xs, weight, *_s1_args(g), relu_out=r, dx=dx, threads=t, transposed=True)
     cv = _cv_kernels(x, dy.shape[1], x.shape[1], g)
     if cv is not None:
-        return (lambda d, weight, out, t: cv.conv_cv(d, weight, None, *_c1_args(g), out,
-                                                     threads=t),
-                lambda xs, d, t: cv.conv_cv_wgrad(xs, d, g.kh, g.kw, *_c1_args(g),
-                                                  threads=t))
+        return lambda d, xs, weight, r, dx, t: cv.conv_cv_t_backward(
+            d, xs, weight, *_c1_args(g), relu_out=r, dx=dx, threads=t)
     return None

@@ -152,26 +152,20 @@ def _relu_inplace(y):
     active().xp.maximum(y, 0, out=y)
 
 
-def _chunk_dy(dy, part, relu_out, threads=1):
+def _chunk_dy(dy, part, relu_out):
     """dy[part], or dy[part] ⊙ [relu_out[part] > 0] when the forward fused a ReLU
-    (its backward, on the chunk while it is in cache; ``dy`` is then dL/d(ReLU output)),
-    on ``threads`` threads where the numba set's loops take them."""
+    (its backward, on the chunk while it is in cache; ``dy`` is then dL/d(ReLU output))."""
     if relu_out is None:
         return dy[part]
     d, r = dy[part], relu_out[part]
-    out = _work("relu_dy", d.shape, d.dtype)
-    kernels = _numba_relu(d, r, min_size=1) if threads > 1 else None
-    if kernels is not None:
-        return kernels.relu_backward_images(d, r, out, threads)
-    return relu_backward(d, r, out=out)
+    return relu_backward(d, r, out=_work("relu_dy", d.shape, d.dtype))
 
 
-def _bias_grad(dy, threads=1):
-    """dL/db = Σ_{n,p,q} dY per channel, on the numba set's vector loops over the
-    images' threads where they take dY (numpy's sum over axes (0, 2, 3): 24 us for
-    32x16x14x14, the kernel's 8 at two threads; benchmarks/README.md, round 10),
-    else numpy's."""
+def _bias_grad(dy):
+    """dL/db = Σ_{n,p,q} dY per channel, on the numba set's vector loops where they
+    take dY (numpy's sum over axes (0, 2, 3): 24 us for 32x16x14x14, the kernel's 12;
+    benchmarks/README.md, round 10), else numpy's."""
     kernels = _numba_relu(dy, dy, min_size=1)
     if kernels is None:
         return dy.sum(axis=(0, 2, 3))
-    return kernels.channel_sums(dy, threads)
+    return kernels.channel_sums(dy)

@@ -43,7 +43,7 @@ from .._validation import as_pair, check_positive_int
 from ..errors import ShapeError
 from . import _direct
 from ._common import active, check_input, check_same_dtype
-from ._gemm import (_bias_grad, _chunk_dy, _matmul, _matmul_nt, _product_nchw,
+from ._gemm import (_chunk_dy, _matmul, _matmul_nt, _product_nchw,
                     _relu_inplace, _small_k, _to_kn, _wgrad_per_image, _work)
 from ._parallel import kernel_threads, run_groups, thread_groups
 from ._plans import _planned, _sig
@@ -206,6 +206,15 @@ def _run_direct(kernel, src, weight, out, bias, relu, per_image):
     return out
 
 
+def _direct_backward(direct, dy, x, weight, relu_out, dx, per_image):
+    """(dW, db) from the plan's direct backward (``_direct.conv_backward`` or
+    ``conv_t_backward``), chunk by chunk (:func:`_direct_chunks`), dx written when
+    not None; the chunks' partial sums added in order."""
+    chunks, threads = _direct_chunks(dy.shape[0], per_image)
+    return _add_pairs([direct(dy[p], x[p], weight, None if relu_out is None else relu_out[p],
+                              None if dx is None else dx[p], threads) for p in chunks])
+
+
 def _kept_part(keep, part, per_image, itemsize):
     """The slice of a kept-columns buffer (flat) that holds chunk ``part``."""
     if keep is None:
@@ -283,23 +292,8 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     if n == 0:                          # an empty batch: nothing to sum
         return dx, xp.zeros(weight_shape, x.dtype), xp.zeros(c_out, x.dtype)
-    if direct is not None:
-        adjoint, wgrad, masks = direct
-        mask_in_wgrad = masks and not need_dx and relu_out is not None
-
-        # dx = W ⋆ᵀ dY, dW = Σ dY · windows of x, db = Σ dY: without columns
-        chunks, threads = _direct_chunks(n, per_image)
-        partials = []
-        for part in chunks:
-            if mask_in_wgrad:
-                dw, db = wgrad(dy[part], x[part], relu_out[part], threads)
-            else:
-                dyp = _chunk_dy(dy, part, relu_out, threads)
-                if need_dx:
-                    adjoint(dyp, weight, dx[part], threads)
-                dw, db = wgrad(dyp, x[part], None, threads)
-            partials.append((dw, db))
-        dweight, dbias = _add_pairs(partials)
+    if direct is not None:       # dx = W ⋆ᵀ dY, dW = Σ dY · windows of x, db = Σ dY
+        dweight, dbias = _direct_backward(direct, dy, x, weight, relu_out, dx, per_image)
         return dx, dweight.reshape(weight_shape), dbias
     w_mat = _w_mat(weight, g.groups) if need_dx else None
     small_k = _small_k(weight.reshape(g.groups, c_out // g.groups, -1))
@@ -347,16 +341,7 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None, direct):
         return dx, xp.zeros(weight.shape, x.dtype), xp.zeros(c_out, x.dtype)
     per_image = _per_image(c_out, g, h, w, x.dtype.itemsize)
     if direct is not None:       # dx = W ⋆ dY and dW = Σ x ⋆ dY, without columns
-        forward, wgrad = direct
-
-        chunks, threads = _direct_chunks(n, per_image)
-        partials = []
-        for part in chunks:
-            dyp = _chunk_dy(dy, part, relu_out, threads)
-            if need_dx:
-                forward(dyp, weight, dx[part], threads)
-            partials.append((wgrad(x[part], dyp, threads), _bias_grad(dyp, threads)))
-        dweight, dbias = _add_pairs(partials)
+        dweight, dbias = _direct_backward(direct, dy, x, weight, relu_out, dx, per_image)
         return dx, dweight.reshape(weight.shape), dbias
     w_mat = _w_mat(weight, g.groups)                             # (g, c_in/g, K)
 

@@ -32,15 +32,22 @@ filled instead of allocating.
 
 ``conv_s1(x, W, b, pt, pl, dil_h, dil_w, out, relu=False)``,
 ``conv_s1_adjoint(dy, W, pt, pl, dil_h, dil_w, out, bias=None, relu=False)``,
-``conv_s1_wgrad(dy, x, kh, kw, pt, pl, dil_h, dil_w) -> dW``
+``conv_s1_backward(dy, x, W, pt, pl, dil_h, dil_w, relu_out=None, dx=None,
+transposed=False) -> (dW, db)``
     (optional) a convolution at stride 1 without columns (groups 1; float32 and
-    float64): output, transposed convolution (input gradient), weight gradient.
+    float64): output, transposed convolution (input gradient), and the whole
+    backward of either in one call (as ``conv_cv_backward`` below).
 
 ``conv_cv(x, W, b, sh, sw, pt, pl, dil_h, dil_w, out, relu=False)``,
-``conv_cv_adjoint(dy, W, b, ..., out, relu=False)``,
-``conv_cv_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w) -> dW``
+``conv_cv_adjoint(dy, W, b, ..., out, relu=False)``
     (optional) a strided convolution without columns (groups 1; float32 and
-    float64), the channels in the SIMD lanes.
+    float64), the channels in the SIMD lanes, and its transposed convolution.
+
+``conv_cv_backward(dy, x, W, sh, sw, pt, pl, dil_h, dil_w, relu_out=None, dx=None) -> (dW, db)``,
+``conv_cv_t_backward(...)``, ``conv_c1_t_backward(...)`` (same arguments)
+    (optional) the whole backward of ``conv_cv``, of the transposed convolution
+    ``conv_cv_adjoint`` and of ``conv_c1_adjoint`` in one call: dY masked by a
+    fused ReLU's output, the input gradient into ``dx`` when given, dW and db.
 
 ``adam_update(p, g, m, v, beta1, beta2, sqrt_bias2, eps, step)``
     (optional) one Adam step in place, in one pass, with the NumPy path's
@@ -76,11 +83,13 @@ class KernelSet(NamedTuple):
     c1_geometries: tuple = ()
     conv_s1: object = None               # optional stride-1 convolution, SIMD
     conv_s1_adjoint: object = None
-    conv_s1_wgrad: object = None
+    conv_s1_backward: object = None
     conv_cv: object = None               # optional strided convolution, SIMD channels
     conv_cv_adjoint: object = None
-    conv_cv_wgrad: object = None
     adam_update: object = None           # optional one-pass Adam step
+    conv_cv_backward: object = None      # optional whole backwards, one call each
+    conv_cv_t_backward: object = None
+    conv_c1_t_backward: object = None
 
 
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
@@ -96,5 +105,6 @@ def load_kernels(name: str) -> KernelSet:
                         "conv_c1", "conv_c1_adjoint", "conv_c1_wgrad")),
                      getattr(module, "C1_GEOMETRIES", ()),
                      *(getattr(module, f, None) for f in
-                       ("conv_s1", "conv_s1_adjoint", "conv_s1_wgrad",
-                        "conv_cv", "conv_cv_adjoint", "conv_cv_wgrad", "adam_update")))
+                       ("conv_s1", "conv_s1_adjoint", "conv_s1_backward",
+                        "conv_cv", "conv_cv_adjoint", "adam_update",
+                        "conv_cv_backward", "conv_cv_t_backward", "conv_c1_t_backward")))

@@ -17,19 +17,20 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._numba_c1 import C1_GEOMETRIES, conv_c1, conv_c1_adjoint, conv_c1_wgrad
-from ._numba_cv import conv_cv, conv_cv_adjoint, conv_cv_wgrad
+from ._numba_c1 import (C1_GEOMETRIES, conv_c1, conv_c1_adjoint, conv_c1_t_backward,
+                        conv_c1_wgrad)
+from ._numba_cv import conv_cv, conv_cv_adjoint, conv_cv_backward, conv_cv_t_backward
 from ._numba_optim import adam_update
-from ._numba_ranges import add_in_order, image_range
-from ._numba_s1 import conv_s1, conv_s1_adjoint, conv_s1_wgrad
-from ._simd import lanes, vadd, vload, vsplat, vsum
+from ._numba_ranges import add_in_order, channel_sums_into, image_range
+from ._numba_s1 import conv_s1, conv_s1_adjoint, conv_s1_backward
 
 
 __all__ = ["im2col_kn", "col2im_kn", "conv_direct", "conv_direct_adjoint",
            "conv_direct_wgrad", "relu_backward_span", "conv_c1", "conv_c1_adjoint",
-           "conv_c1_wgrad", "C1_GEOMETRIES", "conv_s1", "conv_s1_adjoint", "conv_s1_wgrad",
-           "conv_cv", "conv_cv_adjoint", "conv_cv_wgrad", "adam_update",
-           "relu_backward_images", "channel_sums"]
+           "conv_c1_wgrad", "C1_GEOMETRIES", "conv_s1", "conv_s1_adjoint", "conv_s1_backward",
+           "conv_cv", "conv_cv_adjoint", "adam_update",
+           "channel_sums", "conv_cv_backward", "conv_cv_t_backward",
+           "conv_c1_t_backward"]
 
 # Columns per chunk of images (functional/conv.py): 1 MiB stays in the 2 MiB
 # L2 with the GEMM's other operands, where the 4 MiB of round 1 spilled
@@ -483,58 +484,11 @@ def relu_backward_span(dy, x, out, start, stop):
     _relu_backward(dy, x, out, start, stop)
 
 
-# The backward's elementwise passes of a convolution, on the images' threads: each
-# thread masks (or sums) the images its convolution kernels handle, so they stay
-# in its core's cache (strided CAE step, two threads; benchmarks/README.md, round
-# 10). Results equal the serial ones: the mask exactly, the sums up to the order.
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _relu_backward_threads(dy, x, out, per_image, n, threads):
-    for t in numba.prange(threads):
-        a, b = image_range(t, n, threads)
-        _relu_backward(dy, x, out, a * per_image, b * per_image)
-
-
-def relu_backward_images(dy, x, out, threads):
-    """out = dy · [x > 0] for C-contiguous (N, ...) arrays, the images split over
-    ``threads`` Numba threads; returns ``out``."""
-    n = x.shape[0]
-    _relu_backward_threads(dy.reshape(-1), x.reshape(-1), out.reshape(-1), x.size // n,
-                           n, min(threads, n))
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def _channel_sums(df, n, c, p, out):
-    """out[ch] = Σ over n images and p pixels of channel ch (df: flat (n, c, p))."""
-    v = lanes(df)
-    for ch in range(c):
-        total = df.dtype.type(0)
-        for i in range(n):
-            at, acc = (i * c + ch) * p, vsplat(df, 0.0)
-            for k in range(0, p, v):
-                acc = vadd(acc, vload(df, at + k, 0, p - k))
-            total += vsum(acc)
-        out[ch] = total
-    return out
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _channel_sums_threads(df, n, c, p, threads):
-    parts = np.empty((threads, c), df.dtype)
-    for t in numba.prange(threads):
-        a, b = image_range(t, n, threads)
-        _channel_sums(df[a * c * p:b * c * p], b - a, c, p, parts[t])
-    return add_in_order(parts, np.empty(c, df.dtype))
-
-
-def channel_sums(dy, threads):
+def channel_sums(dy):
     """Σ_{n,p,q} dy[n, c, p, q] per channel c (a bias gradient) of a C-contiguous
-    float32/float64 dy, the images split over ``threads`` Numba threads."""
+    float32/float64 dy, one vector sum per (image, channel) plane."""
     n, c = dy.shape[:2]
-    threads = min(threads, n)
-    if threads > 1:
-        return _channel_sums_threads(dy.reshape(-1), n, c, dy[0, 0].size, threads)
-    return _channel_sums(dy.reshape(-1), n, c, dy[0, 0].size, np.empty(c, dy.dtype))
+    return channel_sums_into(dy.reshape(-1), n, c, dy[0, 0].size, np.empty(c, dy.dtype))
 
 
 # Back from a GEMM's layout to NCHW, with the bias added in the same pass (the

@@ -27,9 +27,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._numba_ranges import add_in_order, image_range
+from ._numba_ranges import add_in_order, channel_sums_into, image_range, masked_range
 
-__all__ = ["conv_c1", "conv_c1_adjoint", "conv_c1_wgrad", "C1_GEOMETRIES"]
+__all__ = ["conv_c1", "conv_c1_adjoint", "conv_c1_wgrad", "conv_c1_t_backward",
+           "C1_GEOMETRIES"]
 
 _FLAGS = {"contract"}               # FMA; no reassociation in forward and adjoint
 _SUM_FLAGS = {"contract", "reassoc"}  # the weight gradient's sums over k vectorize
@@ -373,6 +374,43 @@ def _wgrad_any_threads(dy, relu_out, x, dw_out, db_out, pt, pl, sh, sw, dh, dw, 
     add_in_order(dbs, db_out)
 
 
+# The backward of a transposed convolution to one channel (a CAE's last layer) in
+# one parallel region, as _numba_cv's: dY masked, dx = W ⋆ dY (the forward), dW =
+# Σ x ⋆ dY (the weight gradient, x in dY's place), db = Σ dY, each thread on its
+# images. ``kind`` picks the geometry's serial kernels (0: 3x3 s1, 1: 3x3 s2, 2:
+# any), each its own cached function (a kernel passed as an argument instead cost
+# ~10 us of Numba's argument typing a call, and its caller could not be cached).
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _t_backward_threads(kind, dy, relu_out, x, w, dx, dw_out, db_out, pt, pl, sh, sw, dh,
+                        dw, threads):
+    n, c_in = dy.shape[0], x.shape[1]
+    dws = np.empty((threads,) + dw_out.shape, dw_out.dtype)
+    dbs = np.empty((threads, 1), db_out.dtype)
+    sums_x = np.empty((threads, c_in), db_out.dtype)    # wgrad's Σ x: not wanted
+    no_mask, no_bias = np.zeros((0, 0, 0, 0), dy.dtype), np.zeros(1, dy.dtype)
+    for t in numba.prange(threads):
+        a, b = image_range(t, n, threads)
+        d = masked_range(dy, relu_out, a, b)
+        args = (pt, pl, sh, sw, dh, dw)
+        if dx.shape[0] == n:
+            fwd = (d, w, no_bias, dx[a:b], pt, pl, False, False, sh, sw, dh, dw)
+            if kind == 0:
+                _forward_3x3_s1(*fwd)
+            elif kind == 1:
+                _forward_3x3_s2(*fwd)
+            else:
+                _forward_any(*fwd)
+        if kind == 0:
+            _wgrad_3x3_s1(x[a:b], no_mask, d, dws[t], sums_x[t], *args)
+        elif kind == 1:
+            _wgrad_3x3_s2(x[a:b], no_mask, d, dws[t], sums_x[t], *args)
+        else:
+            _wgrad_any(x[a:b], no_mask, d, dws[t], sums_x[t], *args)
+        channel_sums_into(d.reshape(-1), b - a, 1, d.shape[2] * d.shape[3], dbs[t])
+    add_in_order(dws, dw_out)
+    add_in_order(dbs, db_out)
+
+
 # (kh, kw, sh, sw, dil_h, dil_w) -> (forward, adjoint, weight gradient), serial and
 # on threads
 _COMPILED = {(3, 3, 1, 1, 1, 1): (_forward_3x3_s1, _adjoint_3x3_s1, _wgrad_3x3_s1),
@@ -383,6 +421,7 @@ _THREADED = {(3, 3, 1, 1, 1, 1): (_forward_3x3_s1_threads, _adjoint_3x3_s1_threa
              (3, 3, 2, 2, 1, 1): (_forward_3x3_s2_threads, _adjoint_3x3_s2_threads,
                                   _wgrad_3x3_s2_threads)}
 _ANY_THREADED = (_forward_any_threads, _adjoint_any_threads, _wgrad_any_threads)
+_T_BACKWARD_KIND = {(3, 3, 1, 1, 1, 1): 0, (3, 3, 2, 2, 1, 1): 1}
 C1_GEOMETRIES = tuple(_COMPILED)
 
 
@@ -437,3 +476,20 @@ def conv_c1_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, relu_out=None, th
     kernel(np.ascontiguousarray(dy), mask, np.ascontiguousarray(x), dw, db, pt, pl, sh, sw,
            dil_h, dil_w, *extra)
     return dw.reshape(c_out, 1, kh, kw), db
+
+
+def conv_c1_t_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=None, dx=None,
+                       threads=1):
+    """(dW, db) of the transposed convolution y = conv_c1_adjoint(x, W) (+ b) to one
+    channel, from dY (N, 1, H, W), first masked by [relu_out > 0] when given, and dx =
+    conv_c1(dY, W) into ``dx`` when given: one parallel region over the images."""
+    c_in, _, kh, kw = weight.shape
+    dw, db = np.empty((c_in, kh, kw), x.dtype), np.empty(1, x.dtype)
+    no_images = np.empty((0,) + dy.shape[1:], dy.dtype)
+    _t_backward_threads(
+        _T_BACKWARD_KIND.get((kh, kw, sh, sw, dil_h, dil_w), 2), np.ascontiguousarray(dy),
+        no_images if relu_out is None else np.ascontiguousarray(relu_out),
+        np.ascontiguousarray(x), np.ascontiguousarray(weight),
+        np.empty((0,) + x.shape[1:], x.dtype) if dx is None else dx, dw, db, pt, pl, sh, sw,
+        dil_h, dil_w, min(threads, dy.shape[0]))
+    return dw.reshape(c_in, 1, kh, kw), db

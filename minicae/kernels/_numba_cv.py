@@ -34,10 +34,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._numba_ranges import add_in_order, image_range
+from ._numba_ranges import add_in_order, channel_sums_into, image_range, masked_range
 from ._simd import lanes, vfma, vload, vrelu, vscatter, vsplat, vstore
 
-__all__ = ["conv_cv", "conv_cv_adjoint", "conv_cv_wgrad"]
+__all__ = ["conv_cv", "conv_cv_adjoint", "conv_cv_backward", "conv_cv_t_backward"]
 
 _Q = 7          # output pixels (forward, adjoint) or taps (weight gradient) a block
 
@@ -326,12 +326,15 @@ def _adjoint(dy, packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, bias, relu,
 
 # The images split over ``threads`` Numba threads, as in _numba_s1.py: one
 # contiguous range each, every range padded / made channels-last on its own
-# thread, and the weight gradient's partial sums added in range order.
+# thread. The weights are packed and the padded size found inside each driver: as
+# calls from Python they cost ~3 us each, a layer's call (strided CAE, round 11).
 
 @numba.njit(nogil=True, cache=True, parallel=True)
-def _forward_threads(x, pt, pl, hp, wp, packed, op, c_in, kh, kw, sh, sw, dh, dw, bias,
-                     relu, y, threads):
-    n = x.shape[0]
+def _forward_threads(x, weight, bias, sh, sw, pt, pl, dh, dw, relu, y, block, threads):
+    n, c_in, h, w = x.shape
+    kh, kw = weight.shape[2], weight.shape[3]
+    hp, wp = _padded_size(h, w, y.shape[2], y.shape[3], kh, kw, sh, sw, pt, pl, dh, dw)
+    packed, op = _pack_out(weight, block)
     for t in numba.prange(threads):
         a, b = image_range(t, n, threads)
         _forward(_pad(x[a:b], pt, pl, hp, wp), packed, op, c_in, kh, kw, sh, sw, dh, dw,
@@ -340,9 +343,11 @@ def _forward_threads(x, pt, pl, hp, wp, packed, op, c_in, kh, kw, sh, sw, dh, dw
 
 
 @numba.njit(nogil=True, cache=True, parallel=True)
-def _adjoint_threads(dy, packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, bias, relu,
-                     x, threads):
-    n = dy.shape[0]
+def _adjoint_threads(dy, weight, bias, sh, sw, pt, pl, dh, dw, relu, x, block, threads):
+    n, _, oh, ow = dy.shape
+    kh, kw = weight.shape[2], weight.shape[3]
+    hp, wp = _padded_size(x.shape[2], x.shape[3], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw)
+    packed, cp = _pack_in(weight, block)
     for t in numba.prange(threads):
         a, b = image_range(t, n, threads)
         _adjoint(dy[a:b], packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, bias, relu,
@@ -350,58 +355,93 @@ def _adjoint_threads(dy, packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, bia
     return x
 
 
+# A whole backward in one parallel region: each thread masks dY on its images, runs
+# the products on them and sums its partial dW and db, so that dY stays in its
+# core's cache and there is one fork-join, not four with Python between. Strided
+# CAE step, batch 32, two threads: conv 16->32 backward 216 -> 174 us
+# (benchmarks/README.md, round 11). The partial sums are added in range order.
+
 @numba.njit(nogil=True, cache=True, parallel=True)
-def _wgrad_threads(x, dy, pt, pl, op, c_in, kh, kw, sh, sw, dh, dw, hp, wp, threads):
+def _backward_threads(dy, relu_out, x, weight, sh, sw, pt, pl, dh, dw, dx, block, threads):
     n, c_out, oh, ow = dy.shape
-    partial = np.empty((threads, c_out, c_in, kh, kw), x.dtype)
+    c_in, kh, kw = x.shape[1], weight.shape[2], weight.shape[3]
+    hp, wp = _padded_size(x.shape[2], x.shape[3], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw)
+    op = (c_out + 2 * block - 1) // (2 * block) * 2 * block
+    packed, cp = _pack_in(weight if dx.shape[0] == n else weight[:0], block)
+    dws = np.empty((threads, c_out, c_in, kh, kw), x.dtype)
+    dbs = np.empty((threads, c_out), x.dtype)
     for t in numba.prange(threads):
         a, b = image_range(t, n, threads)
-        partial[t] = _wgrad(_pad(x[a:b], pt, pl, hp, wp), _channels_last(dy[a:b], op),
-                            b - a, c_out, op, c_in, kh, kw, sh, sw, dh, dw, oh, ow, hp, wp)
-    return add_in_order(partial, np.empty(partial.shape[1:], partial.dtype))
+        d = masked_range(dy, relu_out, a, b)
+        if dx.shape[0] == n:                            # dx = Wᵀ ⋆ dY
+            _adjoint(d, packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, None, False,
+                     dx[a:b])
+        dws[t] = _wgrad(_pad(x[a:b], pt, pl, hp, wp), _channels_last(d, op), b - a, c_out,
+                        op, c_in, kh, kw, sh, sw, dh, dw, oh, ow, hp, wp)
+        channel_sums_into(d.reshape(-1), b - a, c_out, oh * ow, dbs[t])
+    return (add_in_order(dws, np.empty(dws.shape[1:], x.dtype)),
+            add_in_order(dbs, np.empty(c_out, x.dtype)))
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _t_backward_threads(dy, relu_out, x, weight, sh, sw, pt, pl, dh, dw, dx, block,
+                        threads):
+    n, c_out, hy, wy = dy.shape             # the transposed convolution's output
+    c_in, h, w = x.shape[1:]                # and input: the convolution's output
+    kh, kw = weight.shape[2], weight.shape[3]
+    hp, wp = _padded_size(hy, wy, h, w, kh, kw, sh, sw, pt, pl, dh, dw)
+    packed, op = _pack_out(weight, 2 * block)
+    dws = np.empty((threads, c_in, c_out, kh, kw), x.dtype)
+    dbs = np.empty((threads, c_out), x.dtype)
+    for t in numba.prange(threads):
+        a, b = image_range(t, n, threads)
+        d = masked_range(dy, relu_out, a, b)
+        d_pad = _pad(d, pt, pl, hp, wp)                 # read by both products
+        if dx.shape[0] == n:                            # dx = W ⋆ dY
+            _forward(d_pad, packed, op, c_out, kh, kw, sh, sw, dh, dw, hp, wp, None, False,
+                     dx[a:b])
+        dws[t] = _wgrad(d_pad, _channels_last(x[a:b], op), b - a, c_in, op, c_out, kh, kw,
+                        sh, sw, dh, dw, h, w, hp, wp)   # dW = Σ x ⋆ dY
+        channel_sums_into(d.reshape(-1), b - a, c_out, hy * wy, dbs[t])
+    return (add_in_order(dws, np.empty(dws.shape[1:], x.dtype)),
+            add_in_order(dbs, np.empty(c_out, x.dtype)))
+
+
+def _images(a, like):
+    """``a``, or an array of ``like``'s type with no images (the drivers' "none")."""
+    return a if a is not None else np.empty((0,) + like.shape[1:], like.dtype)
 
 
 def conv_cv(x, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False, threads=1):
-    """out = W ⋆ x (+ b, then max(·, 0)) at any stride, groups 1, channels in lanes."""
-    _, c_in, kh, kw = weight.shape
-    h, w = x.shape[2], x.shape[3]
-    oh, ow = out.shape[2], out.shape[3]
-    hp, wp = _padded_size(h, w, oh, ow, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
-    packed, op = _pack_out(weight, 2 * (64 // x.dtype.itemsize))
-    threads = min(threads, x.shape[0])
-    if threads > 1:
-        return _forward_threads(x, pt, pl, hp, wp, packed, op, c_in, kh, kw, sh, sw, dil_h,
-                                dil_w, bias, relu, out, threads)
-    return _forward(_pad(x, pt, pl, hp, wp), packed, op, c_in, kh, kw, sh, sw, dil_h,
-                    dil_w, hp, wp, bias, relu, out)
+    """out = W ⋆ x (+ b, then max(·, 0)) at any stride, groups 1, channels in lanes;
+    the images split over ``threads`` Numba threads."""
+    return _forward_threads(x, weight, bias, sh, sw, pt, pl, dil_h, dil_w, relu, out,
+                            2 * (64 // x.dtype.itemsize), min(threads, x.shape[0]))
 
 
 def conv_cv_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False,
                     threads=1):
     """out (N, C_in, h, w) = the transposed convolution of dY (+ b, then max(·, 0)):
     the input gradient of ``conv_cv``."""
-    _, _, kh, kw = weight.shape
-    h, w = out.shape[2], out.shape[3]
-    hp, wp = _padded_size(h, w, dy.shape[2], dy.shape[3], kh, kw, sh, sw, pt, pl,
-                          dil_h, dil_w)
-    packed, cp = _pack_in(weight, 64 // dy.dtype.itemsize)
-    args = (dy, packed, cp, kh, kw, sh, sw, pt, pl, dil_h, dil_w, hp, wp, bias, relu, out)
-    threads = min(threads, dy.shape[0])
-    if threads > 1:
-        return _adjoint_threads(*args, threads)
-    return _adjoint(*args)
+    return _adjoint_threads(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, relu, out,
+                            64 // dy.dtype.itemsize, min(threads, dy.shape[0]))
 
 
-def conv_cv_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, threads=1):
-    """dW (C_out, C_in, kh, kw) of ``conv_cv`` from dY and x."""
-    n, c_out, oh, ow = dy.shape
-    h, w = x.shape[2], x.shape[3]
-    hp, wp = _padded_size(h, w, oh, ow, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
-    v2 = 2 * (64 // x.dtype.itemsize)
-    op = (c_out + v2 - 1) // v2 * v2
-    threads = min(threads, n)
-    if threads > 1:
-        return _wgrad_threads(x, dy, pt, pl, op, x.shape[1], kh, kw, sh, sw, dil_h, dil_w,
-                              hp, wp, threads)
-    return _wgrad(_pad(x, pt, pl, hp, wp), _channels_last(dy, op), n, c_out, op,
-                  x.shape[1], kh, kw, sh, sw, dil_h, dil_w, oh, ow, hp, wp)
+def conv_cv_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=None, dx=None,
+                     threads=1):
+    """(dW, db) of ``conv_cv`` from dY, first masked by [relu_out > 0] when a fused
+    ReLU's output is given, and its input gradient into ``dx`` when given; the
+    images split over ``threads`` Numba threads in one parallel region."""
+    return _backward_threads(dy, _images(relu_out, dy), x, weight, sh, sw, pt, pl, dil_h,
+                             dil_w, _images(dx, x), 64 // x.dtype.itemsize,
+                             min(threads, dy.shape[0]))
+
+
+def conv_cv_t_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=None, dx=None,
+                       threads=1):
+    """(dW, db) of the transposed convolution y = conv_cv_adjoint(x, W) (+ b) from dY,
+    first masked by [relu_out > 0] when given, and dx = conv_cv(dY, W) into ``dx`` when
+    given; one parallel region, as :func:`conv_cv_backward`."""
+    return _t_backward_threads(dy, _images(relu_out, dy), x, weight, sh, sw, pt, pl, dil_h,
+                               dil_w, _images(dx, x), 64 // x.dtype.itemsize,
+                               min(threads, dy.shape[0]))

@@ -1,7 +1,8 @@
 """A kernel's images split over Numba's threads: the ``_threads`` drivers of the
 direct convolutions run a prange over ``threads`` contiguous image ranges, and
 those with a weight gradient add one partial sum per range, in range order (so a
-given thread count always gives the same sums).
+given thread count always gives the same sums). The backward drivers also mask
+dY and sum the bias gradient of their range here, on the range's own thread.
 
 Numba's disk cache tracks each kernel's own file, not this one: after editing a
 helper here, clear minicae/kernels/__pycache__.
@@ -10,8 +11,11 @@ helper here, clear minicae/kernels/__pycache__.
 from __future__ import annotations
 
 import numba
+import numpy as np
 
-__all__ = ["image_range", "add_in_order"]
+from ._simd import lanes, vadd, vload, vsplat, vsum
+
+__all__ = ["image_range", "add_in_order", "masked_range", "channel_sums_into"]
 
 
 @numba.njit(inline="always")
@@ -35,4 +39,37 @@ def add_in_order(parts, out):
     for t in range(1, flat.shape[0]):
         for i in range(m):
             total[i] += flat[t, i]
+    return out
+
+
+@numba.njit(inline="always")
+def masked_range(dy, relu_out, a, b):
+    """dy[a:b] · [relu_out[a:b] > 0] (a fresh array): the gradient through a ReLU
+    fused into the forward, whose output relu_out is; dy[a:b] itself when relu_out
+    has no images (no ReLU). Multiplied, not selected, as NumPy's mask is: a NaN in
+    dy stays NaN."""
+    d = dy[a:b]
+    if relu_out.shape[0] == 0:
+        return d
+    out = np.empty_like(d)
+    df, rf, of = d.reshape(-1), relu_out[a:b].reshape(-1), out.reshape(-1)
+    one, zero = d.dtype.type(1), d.dtype.type(0)
+    for i in range(of.size):
+        of[i] = df[i] * (one if rf[i] > 0 else zero)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def channel_sums_into(df, n, c, p, out):
+    """out[ch] = Σ over n images and p pixels of channel ch (df: flat (n, c, p), C order):
+    a bias gradient, one vector sum per (image, channel) plane; returns ``out``."""
+    v = lanes(df)
+    for ch in range(c):
+        total = df.dtype.type(0)
+        for i in range(n):
+            at, acc = (i * c + ch) * p, vsplat(df, 0.0)
+            for k in range(0, p, v):
+                acc = vadd(acc, vload(df, at + k, 0, p - k))
+            total += vsum(acc)
+        out[ch] = total
     return out

@@ -39,10 +39,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._numba_ranges import add_in_order, image_range
+from ._numba_ranges import add_in_order, channel_sums_into, image_range, masked_range
 from ._simd import lanes, vfma, vload, vrelu, vsplat, vstore, vsum
 
-__all__ = ["conv_s1", "conv_s1_adjoint", "conv_s1_wgrad"]
+__all__ = ["conv_s1", "conv_s1_adjoint", "conv_s1_backward"]
 
 _B = 8      # output channels per forward block (16 accumulators with 2 vectors each)
 _BW = 8     # output channels per weight-gradient block
@@ -279,56 +279,75 @@ def _wgrad_blocks(df, xf, acc, b0, b1, n, c_out, c_in, h, wd, oh, ow, kh, kw, pt
 
 # The images split over ``threads`` Numba threads (one contiguous range each, a
 # prange over the ranges): one fork-join of ~2 us where a hand-off to a Python
-# thread costs ~75 (benchmarks/bench_handoff.py). The weight gradient sums one
-# partial dW per range, in range order.
+# thread costs ~75 (benchmarks/bench_handoff.py). The weights are packed inside
+# the drivers (a call of _pack from Python costs ~3 us).
 
 @numba.njit(nogil=True, cache=True, parallel=True)
-def _forward_threads(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y, threads):
+def _forward_threads(x, weight, flip, bias, pt, pl, dh, dw, relu, y, threads):
     n = x.shape[0]
+    packed = _pack(weight, flip)
     for t in numba.prange(threads):
         a, b = image_range(t, n, threads)
-        _forward(x[a:b], packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y[a:b])
+        _forward(x[a:b], packed, y.shape[1], weight.shape[2], weight.shape[3], bias, pt, pl,
+                 dh, dw, relu, y[a:b])
     return y
 
 
+# A whole backward in one parallel region, as _numba_cv's: each thread masks dY on
+# its images, runs the input gradient (the forward kernel: the flipped weights for
+# a convolution, the weights for a transposed one) and its partial dW and db; the
+# partial sums are added in range order. ``transposed``: dW = Σ x ⋆ dY (the
+# weight gradient with x in dY's place), else Σ dY ⋆ x.
 @numba.njit(nogil=True, cache=True, parallel=True)
-def _wgrad_threads(dy, x, kh, kw, pt, pl, dh, dw, scratch, threads):
-    n = x.shape[0]
-    partial = np.empty((threads, dy.shape[1], x.shape[1], kh, kw), x.dtype)
+def _backward_threads(dy, relu_out, x, weight, transposed, pt, pl, dh, dw, dx, scratch,
+                      threads):
+    n, c_out = dy.shape[:2]
+    kh, kw = weight.shape[2], weight.shape[3]
+    # the input gradient's padding: the adjoint's of a convolution, the layer's own
+    # for a transposed one (whose input gradient is the convolution)
+    fpt, fpl = (pt, pl) if transposed else (dh * (kh - 1) - pt, dw * (kw - 1) - pl)
+    packed = _pack(weight if dx.shape[0] == n else weight[:0], not transposed)
+    dws = np.empty((threads,) + weight.shape, x.dtype)
+    dbs = np.empty((threads, c_out), x.dtype)
     for t in numba.prange(threads):
         a, b = image_range(t, n, threads)
-        partial[t] = _wgrad(dy[a:b], x[a:b], kh, kw, pt, pl, dh, dw, scratch)
-    return add_in_order(partial, np.empty(partial.shape[1:], partial.dtype))
-
-
-def _run_forward(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y, threads):
-    if threads > 1 and x.shape[0] > 1:
-        return _forward_threads(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y,
-                                min(threads, x.shape[0]))
-    return _forward(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y)
+        d = masked_range(dy, relu_out, a, b)
+        if dx.shape[0] == n:
+            _forward(d, packed, x.shape[1], kh, kw, None, fpt, fpl, dh, dw, False, dx[a:b])
+        if transposed:
+            dws[t] = _wgrad(x[a:b], d, kh, kw, pt, pl, dh, dw, scratch)
+        else:
+            dws[t] = _wgrad(d, x[a:b], kh, kw, pt, pl, dh, dw, scratch)
+        channel_sums_into(d.reshape(-1), b - a, c_out, d.shape[2] * d.shape[3], dbs[t])
+    return (add_in_order(dws, np.empty(weight.shape, x.dtype)),
+            add_in_order(dbs, np.empty(c_out, x.dtype)))
 
 
 def conv_s1(x, weight, bias, pt, pl, dil_h, dil_w, out, relu=False, threads=1):
     """out = W ⋆ x (+ b, then max(·, 0)) at stride 1, groups 1; ``out`` (N, C_out,
     oh, ow) fixes the output size (so the bottom and right padding)."""
-    c_out, _, kh, kw = weight.shape
-    return _run_forward(x, _pack(weight, False), c_out, kh, kw, bias, pt, pl,
-                        dil_h, dil_w, relu, out, threads)
+    return _forward_threads(x, weight, False, bias, pt, pl, dil_h, dil_w, relu, out,
+                            min(threads, x.shape[0]))
 
 
 def conv_s1_adjoint(dy, weight, pt, pl, dil_h, dil_w, out, bias=None, relu=False,
                     threads=1):
     """out = the transposed convolution of dY at stride 1 (the input gradient of
     ``conv_s1``), (+ b, then max(·, 0)): ``out`` (N, C_in, h, w)."""
-    _, c_in, kh, kw = weight.shape
-    return _run_forward(dy, _pack(weight, True), c_in, kh, kw, bias,
-                        dil_h * (kh - 1) - pt, dil_w * (kw - 1) - pl, dil_h, dil_w, relu,
-                        out, threads)
+    _, _, kh, kw = weight.shape
+    return _forward_threads(dy, weight, True, bias, dil_h * (kh - 1) - pt,
+                            dil_w * (kw - 1) - pl, dil_h, dil_w, relu, out,
+                            min(threads, dy.shape[0]))
 
 
-def conv_s1_wgrad(dy, x, kh, kw, pt, pl, dil_h, dil_w, threads=1):
-    """dW (C_out, C_in, kh, kw) of ``conv_s1`` from dY and x."""
-    if threads > 1 and x.shape[0] > 1:
-        return _wgrad_threads(dy, x, kh, kw, pt, pl, dil_h, dil_w, _SCRATCH_BYTES,
-                              min(threads, x.shape[0]))
-    return _wgrad(dy, x, kh, kw, pt, pl, dil_h, dil_w, _SCRATCH_BYTES)
+def conv_s1_backward(dy, x, weight, pt, pl, dil_h, dil_w, relu_out=None, dx=None,
+                     threads=1, transposed=False):
+    """(dW, db) of ``conv_s1`` (``transposed``: of ``conv_s1_adjoint``, W of the same
+    shape) from dY, first masked by [relu_out > 0] when a fused ReLU's output is
+    given, and the input gradient into ``dx`` when given; the images split over
+    ``threads`` Numba threads in one parallel region."""
+    none = np.empty((0,) + dy.shape[1:], dy.dtype)
+    return _backward_threads(dy, none if relu_out is None else relu_out, x, weight,
+                             transposed, pt, pl, dil_h, dil_w,
+                             np.empty((0,) + x.shape[1:], x.dtype) if dx is None else dx,
+                             _SCRATCH_BYTES, min(threads, dy.shape[0]))
