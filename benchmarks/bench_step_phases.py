@@ -49,7 +49,7 @@ def phases(batch, steps):
         clock, times = time.perf_counter, {p: [] for p in PHASES}
         for step in range(steps + 20):
             marks = [clock()]
-            model.zero_grad()
+            opt.zero_grad()
             marks.append(clock())
             h = c1.forward(x, relu=True)
             marks.append(clock())
@@ -81,7 +81,7 @@ def phases(batch, steps):
                     times[name].append(b - a)
         out = {name: statistics.median(v) for name, v in times.items()}
         out["step"] = _median(work.step, steps)          # the bench's own step, whole
-        out["zero_grad alone"] = _median(model.zero_grad, steps)
+        out["zero_grad alone"] = _median(opt.zero_grad, steps)
         out["adam alone"] = _median(opt.step, steps)
     return out
 

@@ -186,7 +186,7 @@ def _minicae_train(name, n, hw, rng, sync):
     loss_fn = nn.MSELoss()
 
     def step():
-        model.zero_grad()
+        opt.zero_grad()          # through the optimizer, as on torch's side
         loss = loss_fn(model(x), x)
         # the input is data: no input gradient, as on torch's side
         model.backward(loss_fn.backward(), need_input_grad=False)
