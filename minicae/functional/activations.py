@@ -21,14 +21,14 @@ __all__ = ["relu", "relu_backward", "relu_grad", "relu_grad2",
 # The one-pass Numba ReLU backward from this many entries (numba kernel set only);
 # below, NumPy's calls cost less than the dispatch. Not split over the cores: at
 # 401k entries two halves on the pool ran 0.18 ms vs 0.17 on one thread
-# (benchmarks/README.md, round 4; a conv backward's mask, next to kernels that
-# split the same images over the threads, does pay: round 10, functional/_gemm.py).
+# (benchmarks/README.md, round 4; a direct conv backward's mask, inside the
+# kernel that splits the same images over the threads, does pay: rounds 10-11).
 NUMBA_MIN = 1 << 14
 
 
 def _numba_relu(a, b, min_size=NUMBA_MIN):
     """The numba kernel module when a and b suit its elementwise loops (ReLU, and
-    the per-image passes of a conv backward), else None."""
+    a bias gradient's channel sums), else None."""
     if (a.size < min_size or active().kernels.name != "numba"
             or not isinstance(a, numpy.ndarray) or not isinstance(b, numpy.ndarray)
             or a.dtype != b.dtype or a.shape != b.shape
