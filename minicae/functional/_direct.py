@@ -161,8 +161,9 @@ def conv_backward(x, c_out, g: ConvGeometry):
     """``run(dy, x, weight, relu_out, dx, threads) -> (dW, db)``: the backward without
     columns of the direct convolution that pays for this conv2d (to ``c_out``
     channels), or None. dY is first masked by [relu_out > 0] when a fused ReLU's
-    output is given; the input gradient goes into ``dx`` when given. The strided
-    family runs it all in one parallel region (kernels' ``conv_cv_backward``)."""
+    output is given; the input gradient goes into ``dx`` when given. The strided and
+    stride-1 families run it all in one parallel region (kernels' ``conv_cv_backward``,
+    ``conv_s1_backward``)."""
     direct = _direct_kernels(c_out, g)
     if direct is not None:                  # mask, adjoint, wgrad, bias: a call each
         args = g.kernel_args()
@@ -201,8 +202,8 @@ def conv_t_backward(x, dy, g: ConvGeometry):
     """``run(dy, x, weight, relu_out, dx, threads) -> (dW, db)`` of y =
     conv_transpose(x, W) without columns, as :func:`conv_backward`'s, or None: dx =
     W ⋆ dY, the convolution, and dW[c, o] = Σ x[c] ⋆ dY[o], the convolution's
-    weight gradient with x in the place of dY. The one-channel and strided families
-    run it in one parallel region."""
+    weight gradient with x in the place of dY. Every family here runs it in one
+    parallel region."""
     c1 = _c1_kernels(dy.shape[1], g)
     if c1 is not None:
         return lambda d, xs, weight, r, dx, t: c1.conv_c1_t_backward(

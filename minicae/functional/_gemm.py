@@ -163,8 +163,8 @@ def _chunk_dy(dy, part, relu_out):
 
 def _bias_grad(dy):
     """dL/db = Σ_{n,p,q} dY per channel, on the numba set's vector loops where they
-    take dY (numpy's sum over axes (0, 2, 3): 24 us for 32x16x14x14, the kernel's 12;
-    benchmarks/README.md, round 10), else numpy's."""
+    take dY (32x16x14x14, called alone: numpy's sum over axes (0, 2, 3) 24 us, the
+    loops' 10 on one thread; benchmarks/README.md, rounds 10-11), else numpy's."""
     kernels = _numba_relu(dy, dy, min_size=1)
     if kernels is None:
         return dy.sum(axis=(0, 2, 3))
