@@ -508,3 +508,44 @@ def test_one_call_backwards_equal_their_parts_called_in_turn(n, threads, relu, n
     assert_array_equal(dw, want_dw)
     assert_array_equal(db, _range_sums(d, threads))
     assert np.isnan(db[0]) and not np.isnan(db[1:]).any()
+
+
+def _strided_copy(a):
+    """The values of ``a`` in a view of every other column of a wider array
+    (non-contiguous unless ``a`` holds one value)."""
+    wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)[..., ::2]
+    wide[...] = a
+    assert a.size == 1 or not wide.flags.c_contiguous
+    return wide
+
+
+@pytest.mark.parametrize("family,x_shape,w_shape,stride", [
+    ("cv", (3, 16, 14, 14), (32, 16, 3, 3), 2),
+    ("s1", (3, 16, 14, 14), (16, 16, 3, 3), 1),
+    ("c1", (3, 1, 28, 28), (16, 1, 3, 3), 2),
+    ("direct", (3, 16, 14, 14), (1, 16, 3, 3), 1)])
+def test_direct_kernels_take_non_contiguous_arrays(family, x_shape, w_shape, stride):
+    """conv2d, conv_transpose2d and their backwards on numba, given non-contiguous
+    input, weight, bias and output gradient (views, as a user's slices are), give
+    NumPy's values: the direct kernels' wrappers make them contiguous (the strided
+    family used to fail to compile for them)."""
+    from minicae import functional as F
+
+    rng = np.random.default_rng(len(family))
+    kw = dict(stride=stride, padding=1)
+    kt = dict(kw, output_padding=stride - 1)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b, bt = (rng.standard_normal(w_shape[i]).astype(np.float32) for i in (0, 1))
+    results = {}
+    for name, view in (("numpy", lambda a: a), ("numba", _strided_copy)):
+        with backend_mod.use_backend(name):
+            y = F.conv2d(view(x), view(w), view(b), **kw)
+            dy = np.cos(np.arange(y.size)).reshape(y.shape).astype(np.float32)
+            yt = F.conv_transpose2d(view(y), view(w), view(bt), **kt)
+            dyt = np.sin(np.arange(yt.size)).reshape(yt.shape).astype(np.float32)
+            results[name] = (y, *F.conv2d_backward(view(dy), view(x), view(w), **kw), yt,
+                             *F.conv_transpose2d_backward(view(dyt), view(y), view(w), **kt))
+    for got, want, what in zip(results["numba"], results["numpy"],
+                               ("y", "dx", "dW", "db", "yt", "dy", "dWt", "dbt")):
+        assert_allclose(got, want, rtol=2e-4, atol=2e-4, err_msg=f"{what} {family}")

@@ -407,24 +407,29 @@ def _t_backward_threads(dy, relu_out, x, weight, sh, sw, pt, pl, dh, dw, dx, blo
             add_in_order(dbs, np.empty(c_out, x.dtype)))
 
 
+def _c(a):
+    """``a`` C-contiguous (the drivers' loops and reshapes assume it), None kept."""
+    return None if a is None else np.ascontiguousarray(a)
+
+
 def _images(a, like):
-    """``a``, or an array of ``like``'s type with no images (the drivers' "none")."""
-    return a if a is not None else np.empty((0,) + like.shape[1:], like.dtype)
+    """``_c(a)``, or for None an array of ``like``'s type with no images (a "none")."""
+    return _c(a) if a is not None else np.empty((0,) + like.shape[1:], like.dtype)
 
 
 def conv_cv(x, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False, threads=1):
     """out = W ⋆ x (+ b, then max(·, 0)) at any stride, groups 1, channels in lanes;
     the images split over ``threads`` Numba threads."""
-    return _forward_threads(x, weight, bias, sh, sw, pt, pl, dil_h, dil_w, relu, out,
-                            2 * (64 // x.dtype.itemsize), min(threads, x.shape[0]))
+    return _forward_threads(_c(x), _c(weight), _c(bias), sh, sw, pt, pl, dil_h, dil_w, relu,
+                            out, 2 * (64 // x.dtype.itemsize), min(threads, x.shape[0]))
 
 
 def conv_cv_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False,
                     threads=1):
     """out (N, C_in, h, w) = the transposed convolution of dY (+ b, then max(·, 0)):
     the input gradient of ``conv_cv``."""
-    return _adjoint_threads(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, relu, out,
-                            64 // dy.dtype.itemsize, min(threads, dy.shape[0]))
+    return _adjoint_threads(_c(dy), _c(weight), _c(bias), sh, sw, pt, pl, dil_h, dil_w,
+                            relu, out, 64 // dy.dtype.itemsize, min(threads, dy.shape[0]))
 
 
 def conv_cv_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=None, dx=None,
@@ -432,8 +437,8 @@ def conv_cv_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=None,
     """(dW, db) of ``conv_cv`` from dY, first masked by [relu_out > 0] when a fused
     ReLU's output is given, and its input gradient into ``dx`` when given; the
     images split over ``threads`` Numba threads in one parallel region."""
-    return _backward_threads(dy, _images(relu_out, dy), x, weight, sh, sw, pt, pl, dil_h,
-                             dil_w, _images(dx, x), 64 // x.dtype.itemsize,
+    return _backward_threads(_c(dy), _images(relu_out, dy), _c(x), _c(weight), sh, sw, pt,
+                             pl, dil_h, dil_w, _images(dx, x), 64 // x.dtype.itemsize,
                              min(threads, dy.shape[0]))
 
 
@@ -442,6 +447,6 @@ def conv_cv_t_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=Non
     """(dW, db) of the transposed convolution y = conv_cv_adjoint(x, W) (+ b) from dY,
     first masked by [relu_out > 0] when given, and dx = conv_cv(dY, W) into ``dx`` when
     given; one parallel region, as :func:`conv_cv_backward`."""
-    return _t_backward_threads(dy, _images(relu_out, dy), x, weight, sh, sw, pt, pl, dil_h,
-                               dil_w, _images(dx, x), 64 // x.dtype.itemsize,
+    return _t_backward_threads(_c(dy), _images(relu_out, dy), _c(x), _c(weight), sh, sw,
+                               pt, pl, dil_h, dil_w, _images(dx, x), 64 // x.dtype.itemsize,
                                min(threads, dy.shape[0]))

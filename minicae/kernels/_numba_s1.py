@@ -346,8 +346,9 @@ def conv_s1_backward(dy, x, weight, pt, pl, dil_h, dil_w, relu_out=None, dx=None
     shape) from dY, first masked by [relu_out > 0] when a fused ReLU's output is
     given, and the input gradient into ``dx`` when given; the images split over
     ``threads`` Numba threads in one parallel region."""
+    c = np.ascontiguousarray            # masked_range reshapes dY's images flat
     none = np.empty((0,) + dy.shape[1:], dy.dtype)
-    return _backward_threads(dy, none if relu_out is None else relu_out, x, weight,
-                             transposed, pt, pl, dil_h, dil_w,
+    return _backward_threads(c(dy), none if relu_out is None else c(relu_out), c(x),
+                             c(weight), transposed, pt, pl, dil_h, dil_w,
                              np.empty((0,) + x.shape[1:], x.dtype) if dx is None else dx,
                              _SCRATCH_BYTES, min(threads, dy.shape[0]))
