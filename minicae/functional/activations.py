@@ -64,7 +64,7 @@ def relu_backward(dy, x, out=None):
         return active().xp.multiply(dy, x > 0, out=out)
     if out is None:
         out = numpy.empty_like(x)
-    kernels.relu_backward_span(dy.reshape(-1), x.reshape(-1), out.reshape(-1), 0, x.size)
+    kernels.relu_backward_flat(dy.reshape(-1), x.reshape(-1), out.reshape(-1))
     return out
 
 
