@@ -58,8 +58,8 @@ def steps(batch):
         loss_fn(y, x)
         g = sig.backward(loss_fn.backward())
         d3, dw, db = np.empty_like(h3), np.empty((16, 3, 3), f32), np.empty(1, f32)
-        c1._t_backward_threads(1, g, np.empty((0, 1, 28, 28), f32), h3, w4, d3, dw, db,
-                               *c1_geo, t)
+        c1._t_backward_3x3_s2_threads(g, np.empty((0, 1, 28, 28), f32), h3, w4, d3, dw, db,
+                                      *c1_geo, t)
         grads = [(convt4, dw.reshape(16, 1, 3, 3), db)]
         d2 = np.empty_like(h2)
         grads.append((convt3, *cv._t_backward_threads(d3, h3, h2, w3, *geo, d2, 16, t)))

@@ -48,7 +48,10 @@ MODULE_BUDGET = 400
 # 8000/4000 until round 10 of the speed work, which added the per-signature conv
 # plans and the per-image elementwise kernels (~60 core lines, each measured in
 # benchmarks/README.md); raised by 100 each rather than cut a measured speed-up.
-PACKAGE_BUDGET = 8100
+# Package 8150 from round 11: one cached backward driver per one-channel geometry
+# (a single driver with a geometry flag compiled all six kernels on first use, the
+# strided CAE's cold first step 26 -> 34 s).
+PACKAGE_BUDGET = 8150
 # the maths floors (STYLE: "core well under ~4,000"); workflows are counted in the total
 CORE = ("backend.py", "errors.py", "_validation.py", "kernels", "functional", "nn")
 CORE_BUDGET = 4100

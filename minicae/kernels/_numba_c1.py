@@ -27,7 +27,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._numba_ranges import add_in_order, channel_sums_into, image_range, masked_range
+from ._numba_ranges import OFF, add_in_order, channel_sums_into, image_range, masked_range
 
 __all__ = ["conv_c1", "conv_c1_adjoint", "conv_c1_wgrad", "conv_c1_t_backward",
            "C1_GEOMETRIES"]
@@ -377,35 +377,61 @@ def _wgrad_any_threads(dy, relu_out, x, dw_out, db_out, pt, pl, sh, sw, dh, dw, 
 # The backward of a transposed convolution to one channel (a CAE's last layer) in
 # one parallel region, as _numba_cv's: dY masked, dx = W ⋆ dY (the forward), dW =
 # Σ x ⋆ dY (the weight gradient, x in dY's place), db = Σ dY, each thread on its
-# images. ``kind`` picks the geometry's serial kernels (0: 3x3 s1, 1: 3x3 s2, 2:
-# any), each its own cached function (a kernel passed as an argument instead cost
-# ~10 us of Numba's argument typing a call, and its caller could not be cached).
+# images; one driver per geometry, as above. (One driver choosing the geometry's
+# kernels by a flag compiled all six on first use: the strided CAE's first step on
+# a cold cache 20 -> 34 s; passing the kernels as arguments made it uncachable.)
+@numba.njit(inline="always")
+def _t_backward_buffers(dy, x, dw_out, threads):
+    """Per-thread partial dW and db, the weight gradient's unwanted Σ x, and the
+    kernels' "no mask" and zero bias."""
+    return (np.empty((threads,) + dw_out.shape, x.dtype), np.empty((threads, 1), x.dtype),
+            np.empty((threads, x.shape[1]), x.dtype), np.zeros((0, 0, 0, 0), dy.dtype),
+            np.zeros(1, dy.dtype))
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _t_backward_threads(kind, dy, relu_out, x, w, dx, dw_out, db_out, pt, pl, sh, sw, dh,
-                        dw, threads):
-    n, c_in = dy.shape[0], x.shape[1]
-    dws = np.empty((threads,) + dw_out.shape, dw_out.dtype)
-    dbs = np.empty((threads, 1), db_out.dtype)
-    sums_x = np.empty((threads, c_in), db_out.dtype)    # wgrad's Σ x: not wanted
-    no_mask, no_bias = np.zeros((0, 0, 0, 0), dy.dtype), np.zeros(1, dy.dtype)
+def _t_backward_3x3_s1_threads(dy, relu_out, x, w, dx, dw_out, db_out, pt, pl, sh, sw, dh,
+                               dw, threads):
+    n = dy.shape[0]
+    dws, dbs, sums_x, no_mask, no_bias = _t_backward_buffers(dy, x, dw_out, threads)
     for t in numba.prange(threads):
         a, b = image_range(t, n, threads)
         d = masked_range(dy, relu_out, a, b)
-        args = (pt, pl, sh, sw, dh, dw)
         if dx.shape[0] == n:
-            fwd = (d, w, no_bias, dx[a:b], pt, pl, False, False, sh, sw, dh, dw)
-            if kind == 0:
-                _forward_3x3_s1(*fwd)
-            elif kind == 1:
-                _forward_3x3_s2(*fwd)
-            else:
-                _forward_any(*fwd)
-        if kind == 0:
-            _wgrad_3x3_s1(x[a:b], no_mask, d, dws[t], sums_x[t], *args)
-        elif kind == 1:
-            _wgrad_3x3_s2(x[a:b], no_mask, d, dws[t], sums_x[t], *args)
-        else:
-            _wgrad_any(x[a:b], no_mask, d, dws[t], sums_x[t], *args)
+            _forward_3x3_s1(d, w, no_bias, dx[a:b], pt, pl, OFF, OFF, sh, sw, dh, dw)
+        _wgrad_3x3_s1(x[a:b], no_mask, d, dws[t], sums_x[t], pt, pl, sh, sw, dh, dw)
+        channel_sums_into(d.reshape(-1), b - a, 1, d.shape[2] * d.shape[3], dbs[t])
+    add_in_order(dws, dw_out)
+    add_in_order(dbs, db_out)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _t_backward_3x3_s2_threads(dy, relu_out, x, w, dx, dw_out, db_out, pt, pl, sh, sw, dh,
+                               dw, threads):
+    n = dy.shape[0]
+    dws, dbs, sums_x, no_mask, no_bias = _t_backward_buffers(dy, x, dw_out, threads)
+    for t in numba.prange(threads):
+        a, b = image_range(t, n, threads)
+        d = masked_range(dy, relu_out, a, b)
+        if dx.shape[0] == n:
+            _forward_3x3_s2(d, w, no_bias, dx[a:b], pt, pl, OFF, OFF, sh, sw, dh, dw)
+        _wgrad_3x3_s2(x[a:b], no_mask, d, dws[t], sums_x[t], pt, pl, sh, sw, dh, dw)
+        channel_sums_into(d.reshape(-1), b - a, 1, d.shape[2] * d.shape[3], dbs[t])
+    add_in_order(dws, dw_out)
+    add_in_order(dbs, db_out)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _t_backward_any_threads(dy, relu_out, x, w, dx, dw_out, db_out, pt, pl, sh, sw, dh, dw,
+                            threads):
+    n = dy.shape[0]
+    dws, dbs, sums_x, no_mask, no_bias = _t_backward_buffers(dy, x, dw_out, threads)
+    for t in numba.prange(threads):
+        a, b = image_range(t, n, threads)
+        d = masked_range(dy, relu_out, a, b)
+        if dx.shape[0] == n:
+            _forward_any(d, w, no_bias, dx[a:b], pt, pl, OFF, OFF, sh, sw, dh, dw)
+        _wgrad_any(x[a:b], no_mask, d, dws[t], sums_x[t], pt, pl, sh, sw, dh, dw)
         channel_sums_into(d.reshape(-1), b - a, 1, d.shape[2] * d.shape[3], dbs[t])
     add_in_order(dws, dw_out)
     add_in_order(dbs, db_out)
@@ -421,7 +447,8 @@ _THREADED = {(3, 3, 1, 1, 1, 1): (_forward_3x3_s1_threads, _adjoint_3x3_s1_threa
              (3, 3, 2, 2, 1, 1): (_forward_3x3_s2_threads, _adjoint_3x3_s2_threads,
                                   _wgrad_3x3_s2_threads)}
 _ANY_THREADED = (_forward_any_threads, _adjoint_any_threads, _wgrad_any_threads)
-_T_BACKWARD_KIND = {(3, 3, 1, 1, 1, 1): 0, (3, 3, 2, 2, 1, 1): 1}
+_T_BACKWARD = {(3, 3, 1, 1, 1, 1): _t_backward_3x3_s1_threads,
+               (3, 3, 2, 2, 1, 1): _t_backward_3x3_s2_threads}
 C1_GEOMETRIES = tuple(_COMPILED)
 
 
@@ -486,8 +513,8 @@ def conv_c1_t_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=Non
     c_in, _, kh, kw = weight.shape
     dw, db = np.empty((c_in, kh, kw), x.dtype), np.empty(1, x.dtype)
     no_images = np.empty((0,) + dy.shape[1:], dy.dtype)
-    _t_backward_threads(
-        _T_BACKWARD_KIND.get((kh, kw, sh, sw, dil_h, dil_w), 2), np.ascontiguousarray(dy),
+    _T_BACKWARD.get((kh, kw, sh, sw, dil_h, dil_w), _t_backward_any_threads)(
+        np.ascontiguousarray(dy),
         no_images if relu_out is None else np.ascontiguousarray(relu_out),
         np.ascontiguousarray(x), np.ascontiguousarray(weight),
         np.empty((0,) + x.shape[1:], x.dtype) if dx is None else dx, dw, db, pt, pl, sh, sw,

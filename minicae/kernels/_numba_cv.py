@@ -34,7 +34,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._numba_ranges import add_in_order, channel_sums_into, image_range, masked_range
+from ._numba_ranges import OFF, add_in_order, channel_sums_into, image_range, masked_range
 from ._simd import lanes, vfma, vload, vrelu, vscatter, vsplat, vstore
 
 __all__ = ["conv_cv", "conv_cv_adjoint", "conv_cv_backward", "conv_cv_t_backward"]
@@ -368,13 +368,14 @@ def _backward_threads(dy, relu_out, x, weight, sh, sw, pt, pl, dh, dw, dx, block
     hp, wp = _padded_size(x.shape[2], x.shape[3], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw)
     op = (c_out + 2 * block - 1) // (2 * block) * 2 * block
     packed, cp = _pack_in(weight if dx.shape[0] == n else weight[:0], block)
+    no_bias = np.zeros(c_in, x.dtype)       # zeros, not None: see OFF
     dws = np.empty((threads, c_out, c_in, kh, kw), x.dtype)
     dbs = np.empty((threads, c_out), x.dtype)
     for t in numba.prange(threads):
         a, b = image_range(t, n, threads)
         d = masked_range(dy, relu_out, a, b)
         if dx.shape[0] == n:                            # dx = Wᵀ ⋆ dY
-            _adjoint(d, packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, None, False,
+            _adjoint(d, packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, no_bias, OFF,
                      dx[a:b])
         dws[t] = _wgrad(_pad(x[a:b], pt, pl, hp, wp), _channels_last(d, op), b - a, c_out,
                         op, c_in, kh, kw, sh, sw, dh, dw, oh, ow, hp, wp)
@@ -391,6 +392,7 @@ def _t_backward_threads(dy, relu_out, x, weight, sh, sw, pt, pl, dh, dw, dx, blo
     kh, kw = weight.shape[2], weight.shape[3]
     hp, wp = _padded_size(hy, wy, h, w, kh, kw, sh, sw, pt, pl, dh, dw)
     packed, op = _pack_out(weight, 2 * block)
+    no_bias = np.zeros(c_in, x.dtype)       # zeros, not None: see OFF
     dws = np.empty((threads, c_in, c_out, kh, kw), x.dtype)
     dbs = np.empty((threads, c_out), x.dtype)
     for t in numba.prange(threads):
@@ -398,7 +400,7 @@ def _t_backward_threads(dy, relu_out, x, weight, sh, sw, pt, pl, dh, dw, dx, blo
         d = masked_range(dy, relu_out, a, b)
         d_pad = _pad(d, pt, pl, hp, wp)                 # read by both products
         if dx.shape[0] == n:                            # dx = W ⋆ dY
-            _forward(d_pad, packed, op, c_out, kh, kw, sh, sw, dh, dw, hp, wp, None, False,
+            _forward(d_pad, packed, op, c_out, kh, kw, sh, sw, dh, dw, hp, wp, no_bias, OFF,
                      dx[a:b])
         dws[t] = _wgrad(d_pad, _channels_last(x[a:b], op), b - a, c_in, op, c_out, kh, kw,
                         sh, sw, dh, dw, h, w, hp, wp)   # dW = Σ x ⋆ dY

@@ -15,7 +15,12 @@ import numpy as np
 
 from ._simd import lanes, vadd, vload, vsplat, vsum
 
-__all__ = ["image_range", "add_in_order", "masked_range", "channel_sums_into"]
+__all__ = ["image_range", "add_in_order", "masked_range", "channel_sums_into", "OFF"]
+
+# False for a kernel's flag (no bias, no ReLU) passed from inside a driver: a literal
+# False there makes Numba compile that kernel again for the literal's type (and a None
+# bias likewise; the drivers pass zeros), which cost the cold first step ~5 s.
+OFF = np.bool_(False)
 
 
 @numba.njit(inline="always")
