@@ -51,10 +51,13 @@ MODULE_BUDGET = 400
 # Package 8150 from round 11: one cached backward driver per one-channel geometry
 # (a single driver with a geometry flag compiled all six kernels on first use, the
 # strided CAE's cold first step 26 -> 34 s).
-PACKAGE_BUDGET = 8150
+# Round 12: +100 package / +50 core for the plans' bound direct runs (a layer goes
+# from its plan to the kernel), the one-call Adam and its fallback checks: strided
+# CAE step at batch 1, 242 -> 194 us of mostly Python (benchmarks/README.md).
+PACKAGE_BUDGET = 8250
 # the maths floors (STYLE: "core well under ~4,000"); workflows are counted in the total
 CORE = ("backend.py", "errors.py", "_validation.py", "kernels", "functional", "nn")
-CORE_BUDGET = 4100
+CORE_BUDGET = 4150
 
 
 def _modules():

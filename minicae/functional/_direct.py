@@ -117,6 +117,7 @@ def forward(x, c_out, g: ConvGeometry):
     """``f(x, weight, bias, out, relu, threads)``: out = W ⋆ x (+ b, then max(·, 0))
     for this conv2d (to ``c_out`` channels) without columns, its images split over
     ``threads`` Numba threads, or None."""
+    c1_args, s1_args = _c1_args(g), _s1_args(g)   # once per plan, not per call
     direct = _direct_kernels(c_out, g)
     if direct is not None:
         def run(xs, weight, bias, out, relu, threads):
@@ -127,33 +128,34 @@ def forward(x, c_out, g: ConvGeometry):
     c1 = _c1_kernels(x.shape[1], g)
     if c1 is not None:
         return lambda xs, weight, bias, out, relu, threads: c1.conv_c1(
-            xs, weight, bias, *_c1_args(g), out, relu=relu, threads=threads)
+            xs, weight, bias, *c1_args, out, relu=relu, threads=threads)
     s1 = _s1_kernels(x, x.shape[1], c_out, g)
     if s1 is not None:
         return lambda xs, weight, bias, out, relu, threads: s1.conv_s1(
-            xs, weight, bias, *_s1_args(g), out, relu=relu, threads=threads)
+            xs, weight, bias, *s1_args, out, relu=relu, threads=threads)
     cv = _cv_kernels(x, x.shape[1], c_out, g)
     if cv is not None:
         return lambda xs, weight, bias, out, relu, threads: cv.conv_cv(
-            xs, weight, bias, *_c1_args(g), out, relu=relu, threads=threads)
+            xs, weight, bias, *c1_args, out, relu=relu, threads=threads)
     return None
 
 
 def adjoint(y, g: ConvGeometry, c_in):
     """``f(y, weight, bias, out, relu, threads)``: out = Wᵀ ⋆ y (+ b, then max(·, 0)),
     the transposed convolution to ``c_in`` channels without columns, or None."""
+    c1_args, s1_args = _c1_args(g), _s1_args(g)   # once per plan, not per call
     c1 = _c1_kernels(c_in, g)
     if c1 is not None:
         return lambda ys, weight, bias, out, relu, threads: c1.conv_c1_adjoint(
-            ys, weight, bias, *_c1_args(g), out, relu=relu, threads=threads)
+            ys, weight, bias, *c1_args, out, relu=relu, threads=threads)
     s1 = _s1_kernels(y, c_in, y.shape[1], g)
     if s1 is not None:
         return lambda ys, weight, bias, out, relu, threads: s1.conv_s1_adjoint(
-            ys, weight, *_s1_args(g), out, bias=bias, relu=relu, threads=threads)
+            ys, weight, *s1_args, out, bias=bias, relu=relu, threads=threads)
     cv = _cv_kernels(y, c_in, y.shape[1], g)
     if cv is not None:
         return lambda ys, weight, bias, out, relu, threads: cv.conv_cv_adjoint(
-            ys, weight, bias, *_c1_args(g), out, relu=relu, threads=threads)
+            ys, weight, bias, *c1_args, out, relu=relu, threads=threads)
     return None
 
 
@@ -164,6 +166,7 @@ def conv_backward(x, c_out, g: ConvGeometry):
     output is given; the input gradient goes into ``dx`` when given. The strided and
     stride-1 families run it all in one parallel region (kernels' ``conv_cv_backward``,
     ``conv_s1_backward``)."""
+    c1_args, s1_args = _c1_args(g), _s1_args(g)   # once per plan, not per call
     direct = _direct_kernels(c_out, g)
     if direct is not None:                  # mask, adjoint, wgrad, bias: a call each
         args = g.kernel_args()
@@ -181,20 +184,20 @@ def conv_backward(x, c_out, g: ConvGeometry):
         def run_c1(dy, x, weight, relu_out, dx, t):
             if dx is not None:
                 dy, relu_out = _chunk_dy(dy, slice(None), relu_out), None
-                c1.conv_c1_adjoint(dy, weight, None, *_c1_args(g), dx, threads=t)
+                c1.conv_c1_adjoint(dy, weight, None, *c1_args, dx, threads=t)
             # the weight gradient masks dY itself (conv 1->16 backward after a
             # ReLU, N128 28² s2, one thread: 0.55 -> 0.42 ms) and sums db
-            return c1.conv_c1_wgrad(dy, x, g.kh, g.kw, *_c1_args(g), relu_out=relu_out,
+            return c1.conv_c1_wgrad(dy, x, g.kh, g.kw, *c1_args, relu_out=relu_out,
                                     threads=t)
         return run_c1
     s1 = _s1_kernels(x, x.shape[1], c_out, g)
     if s1 is not None:
         return lambda dy, x, weight, r, dx, t: s1.conv_s1_backward(
-            dy, x, weight, *_s1_args(g), relu_out=r, dx=dx, threads=t)
+            dy, x, weight, *s1_args, relu_out=r, dx=dx, threads=t)
     cv = _cv_kernels(x, x.shape[1], c_out, g)
     if cv is not None:
         return lambda dy, x, weight, r, dx, t: cv.conv_cv_backward(
-            dy, x, weight, *_c1_args(g), relu_out=r, dx=dx, threads=t)
+            dy, x, weight, *c1_args, relu_out=r, dx=dx, threads=t)
     return None
 
 
@@ -204,16 +207,17 @@ def conv_t_backward(x, dy, g: ConvGeometry):
     W ⋆ dY, the convolution, and dW[c, o] = Σ x[c] ⋆ dY[o], the convolution's
     weight gradient with x in the place of dY. Every family here runs it in one
     parallel region."""
+    c1_args, s1_args = _c1_args(g), _s1_args(g)   # once per plan, not per call
     c1 = _c1_kernels(dy.shape[1], g)
     if c1 is not None:
         return lambda d, xs, weight, r, dx, t: c1.conv_c1_t_backward(
-            d, xs, weight, *_c1_args(g), relu_out=r, dx=dx, threads=t)
+            d, xs, weight, *c1_args, relu_out=r, dx=dx, threads=t)
     s1 = _s1_kernels(x, dy.shape[1], x.shape[1], g)
     if s1 is not None:
         return lambda d, xs, weight, r, dx, t: s1.conv_s1_backward(
-            d, xs, weight, *_s1_args(g), relu_out=r, dx=dx, threads=t, transposed=True)
+            d, xs, weight, *s1_args, relu_out=r, dx=dx, threads=t, transposed=True)
     cv = _cv_kernels(x, dy.shape[1], x.shape[1], g)
     if cv is not None:
         return lambda d, xs, weight, r, dx, t: cv.conv_cv_t_backward(
-            d, xs, weight, *_c1_args(g), relu_out=r, dx=dx, threads=t)
+            d, xs, weight, *c1_args, relu_out=r, dx=dx, threads=t)
     return None

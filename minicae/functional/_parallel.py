@@ -92,11 +92,12 @@ def kernel_threads(n_images, nbytes):
     direct convolutions): one per ``KERNEL_PER_THREAD_BYTES`` of columns, at most
     the images, the cores and BLAS's thread limit (the thread setting the user
     gave, as for :func:`thread_groups`); 1 without threadpoolctl."""
-    blas = _blas_controllers()
+    cap = min(n_images, _cores(), nbytes // KERNEL_PER_THREAD_BYTES)
+    blas = _blas_controllers() if cap > 1 else ()  # BLAS asked only when it can matter
     if not blas:
         return 1
-    threads = min(n_images, _cores(), max([c.num_threads for c in blas]))
-    return max(1, min(threads, nbytes // KERNEL_PER_THREAD_BYTES))
+    return min(cap, blas[0].num_threads if len(blas) == 1 else
+               max([c.num_threads for c in blas]))
 
 
 def thread_groups(n_parts, nbytes):

@@ -197,22 +197,47 @@ def _direct_chunks(n, per_image):
     return chunks, kernel_threads(size, size * per_image)
 
 
-def _run_direct(kernel, src, weight, out, bias, relu, per_image):
-    """out = kernel(src, W) (+ b, ReLU) for a direct forward or adjoint, chunk by
-    chunk (:func:`_direct_chunks`); returns ``out``."""
-    chunks, threads = _direct_chunks(src.shape[0], per_image)
-    for part in chunks:
-        kernel(src[part], weight, bias, out[part], relu, threads)
-    return out
+def _direct_run(kernel, out_shape, per_image):
+    """``run(src, weight, bias, relu) -> out``: a plan's direct forward or adjoint
+    (``_direct.forward`` / ``adjoint``, the kernel) into a new ``out_shape`` array,
+    chunk by chunk (:func:`_direct_chunks`, asked each call: its limits are settings).
+    A plan keeps it, so that a layer repeating its call signature goes from the
+    layer to the kernel in one call (nn.layers._ConvBase, benchmarks/README.md,
+    round 12)."""
+    xp = active().xp
+
+    def run(src, weight, bias, relu):
+        out = xp.empty(out_shape, dtype=src.dtype)
+        chunks, threads = _direct_chunks(out_shape[0], per_image)
+        if len(chunks) == 1:                 # the whole batch: no views to make
+            kernel(src, weight, bias, out, relu, threads)
+        else:
+            for part in chunks:
+                kernel(src[part], weight, bias, out[part], relu, threads)
+        return out
+    return run
 
 
-def _direct_backward(direct, dy, x, weight, relu_out, dx, per_image):
-    """(dW, db) from the plan's direct backward (``_direct.conv_backward`` or
-    ``conv_t_backward``), chunk by chunk (:func:`_direct_chunks`), dx written when
-    not None; the chunks' partial sums added in order."""
-    chunks, threads = _direct_chunks(dy.shape[0], per_image)
-    return _add_pairs([direct(dy[p], x[p], weight, None if relu_out is None else relu_out[p],
-                              None if dx is None else dx[p], threads) for p in chunks])
+def _direct_backward_run(kernel, n, per_image, weight_shape):
+    """``run(dy, x, weight, relu_out, need_dx) -> (dx, dW, db)`` from a plan's direct
+    backward (``_direct.conv_backward`` / ``conv_t_backward``, the kernel), chunk by
+    chunk (:func:`_direct_chunks`), the chunks' partial sums added in order; None
+    for an empty batch (nothing to sum: the generic path returns zeros)."""
+    if n == 0:
+        return None
+    xp = active().xp
+
+    def run(dy, x, weight, relu_out, need_dx):
+        dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
+        chunks, threads = _direct_chunks(n, per_image)
+        if len(chunks) == 1:
+            dweight, dbias = kernel(dy, x, weight, relu_out, dx, threads)
+        else:
+            dweight, dbias = _add_pairs([
+                kernel(dy[p], x[p], weight, None if relu_out is None else relu_out[p],
+                       None if dx is None else dx[p], threads) for p in chunks])
+        return dx, dweight.reshape(weight_shape), dbias
+    return run
 
 
 def _kept_part(keep, part, per_image, itemsize):
@@ -223,10 +248,9 @@ def _kept_part(keep, part, per_image, itemsize):
     return keep[part.start * per:part.stop * per]
 
 
-def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None, relu=False, *,
-               direct):
-    """y[n, o] = Σ_k W[o, k] · cols[n, k] (+ b[o]): one GEMM per group and chunk, or
-    ``direct`` (the plan's direct kernel, see :func:`_direct.forward`) when not None.
+def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None, relu=False):
+    """y[n, o] = Σ_k W[o, k] · cols[n, k] (+ b[o]): one GEMM per group and chunk (the
+    direct kernels, where a plan has one, are its :func:`_direct_run`).
 
     ``keep``: a flat buffer of the whole batch's columns, written chunk by
     chunk for a later weight gradient (see :func:`_conv2d_keeping_columns`).
@@ -236,8 +260,6 @@ def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None, relu=Fa
     n, c_in = x.shape[:2]
     y = xp.empty((n, weight.shape[0], oh, ow), dtype=x.dtype)
     per_image = _per_image(c_in, g, oh, ow, x.dtype.itemsize)
-    if direct is not None:                   # y = W ⋆ x + b, without columns
-        return _run_direct(direct, x, weight, y, bias, relu, per_image)
     w_mat = _w_mat(weight, g.groups)                             # (g, c_out/g, K)
 
     def body(parts):
@@ -249,17 +271,14 @@ def _correlate(x, weight, g: ConvGeometry, oh, ow, bias=None, keep=None, relu=Fa
     return y
 
 
-def _correlate_t(y, weight, g: ConvGeometry, h, w, bias=None, relu=False, *, direct):
+def _correlate_t(y, weight, g: ConvGeometry, h, w, bias=None, relu=False):
     """x[n] = col2im(Wᵀ · y[n]) (+ b, then max(·, 0) if ``relu``): the adjoint of
-    ``_correlate``; the bias and the ReLU are applied per chunk, while it is in cache.
-    ``direct``: the plan's direct kernel (:func:`_direct.adjoint`), or None."""
+    ``_correlate``; the bias and the ReLU are applied per chunk, while it is in cache."""
     xp = active().xp
     n, c_out, oh, ow = y.shape
     c_in = weight.shape[1] * g.groups
     x = xp.empty((n, c_in, h, w), dtype=y.dtype)
     per_image = _per_image(c_in, g, oh, ow, y.dtype.itemsize)
-    if direct is not None:                   # x = Wᵀ ⋆ y (+ b), without columns
-        return _run_direct(direct, y, weight, x, bias, relu, per_image)
     w_mat = _w_mat(weight, g.groups)
 
     def body(parts):
@@ -274,16 +293,15 @@ def _correlate_t(y, weight, g: ConvGeometry, h, w, bias=None, relu=False, *, dir
     return x
 
 
-def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_out=None,
-                   direct):
+def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_out=None):
     """(dx, dW, db) of y = conv(x, W) in one pass over the chunks.
 
     Per chunk, dY is put in GEMM layout once and serves both products:
     dx = col2im(Wᵀ · dY) and dW += dY · colsᵀ. ``kept``: the columns the
     forward kept (the same chunks), used instead of recomputing them.
     ``relu_out``: the forward fused a ReLU and this is its output; ``dy`` is the
-    gradient w.r.t. it, masked per chunk (see :func:`_chunk_dy`). ``direct``: the
-    plan's direct backward (:func:`_direct.conv_backward`), or None.
+    gradient w.r.t. it, masked per chunk (see :func:`_chunk_dy`). (The direct
+    kernels' backward, where a plan has one, is its :func:`_direct_backward_run`.)
     """
     xp = active().xp
     n, c_out, oh, ow = dy.shape
@@ -292,9 +310,6 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     if n == 0:                          # an empty batch: nothing to sum
         return dx, xp.zeros(weight_shape, x.dtype), xp.zeros(c_out, x.dtype)
-    if direct is not None:       # dx = W ⋆ᵀ dY, dW = Σ dY · windows of x, db = Σ dY
-        dweight, dbias = _direct_backward(direct, dy, x, weight, relu_out, dx, per_image)
-        return dx, dweight.reshape(weight_shape), dbias
     w_mat = _w_mat(weight, g.groups) if need_dx else None
     small_k = _small_k(weight.reshape(g.groups, c_out // g.groups, -1))
 
@@ -326,12 +341,11 @@ def _conv_backward(dy, x, weight, g, weight_shape, *, need_dx, kept=None, relu_o
     return dx, dweight.reshape(weight_shape), dbias
 
 
-def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None, direct):
+def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None):
     """(dx, dW, db) of y = conv_transpose(x, W), sharing im2col(dY) between dx and dW.
 
     dx = conv(dY, W) = W · cols(dY) and dW = Σ_n x[n] · cols(dY[n])ᵀ.
-    ``relu_out``: as in :func:`_conv_backward`; ``direct``: the plan's direct
-    backward (:func:`_direct.conv_t_backward`), or None.
+    ``relu_out``: as in :func:`_conv_backward`.
     """
     xp = active().xp
     n, c_out, oh, ow = dy.shape
@@ -340,9 +354,6 @@ def _conv_t_backward(dy, x, weight, g, *, need_dx, relu_out=None, direct):
     if n == 0:                          # an empty batch: nothing to sum
         return dx, xp.zeros(weight.shape, x.dtype), xp.zeros(c_out, x.dtype)
     per_image = _per_image(c_out, g, h, w, x.dtype.itemsize)
-    if direct is not None:       # dx = W ⋆ dY and dW = Σ x ⋆ dY, without columns
-        dweight, dbias = _direct_backward(direct, dy, x, weight, relu_out, dx, per_image)
-        return dx, dweight.reshape(weight.shape), dbias
     w_mat = _w_mat(weight, g.groups)                             # (g, c_in/g, K)
 
     def body(parts):
@@ -453,12 +464,16 @@ def _checked_conv2d(x, weight, bias, stride, padding, dilation, groups, where="c
 
 
 def _conv2d_plan(x, weight, bias, stride, padding, dilation, groups):
-    """(g, oh, ow, direct) of a conv2d call: its checked geometry and output size,
-    and its direct kernel (or None), remembered per call signature (:func:`_planned`)."""
+    """(g, oh, ow, run) of a conv2d call: its checked geometry and output size, and
+    the :func:`_direct_run` of its direct kernel (or None), remembered per call
+    signature (:func:`_planned`)."""
     def make():
         g, oh, ow, c_out = _checked_conv2d(x, weight, bias, stride, padding, dilation,
                                            groups)
-        return g, oh, ow, _direct.forward(x, c_out, g)
+        direct = _direct.forward(x, c_out, g)
+        return g, oh, ow, direct and _direct_run(
+            direct, (x.shape[0], c_out, oh, ow),
+            _per_image(x.shape[1], g, oh, ow, x.dtype.itemsize))
     return _planned(("conv2d", _sig(x), _sig(weight), _sig(bias)),
                     (stride, padding, dilation, groups), make)
 
@@ -467,9 +482,11 @@ def _conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
             relu=False):
     """:func:`conv2d`, with ``relu``: max(·, 0) fused into it, chunk by chunk (for a
     layer followed by a ReLU; see nn.Sequential)."""
-    g, oh, ow, direct = _conv2d_plan(x, weight, bias, stride, padding, dilation, groups)
+    g, oh, ow, run = _conv2d_plan(x, weight, bias, stride, padding, dilation, groups)
+    if run is not None:                      # y = W ⋆ x + b, without columns
+        return run(x, weight, bias, relu)
     # y = W · im2col(x) + b
-    return _correlate(x, weight, g, oh, ow, bias, relu=relu, direct=direct)
+    return _correlate(x, weight, g, oh, ow, bias, relu=relu)
 
 
 def conv2d_backward(dy, x, weight, *, stride=1, padding=0, dilation=1, groups=1,
@@ -577,16 +594,27 @@ def _conv_transpose2d(x, weight, bias=None, *, stride=1, padding=0, output_paddi
                       dilation=1, groups=1, relu=False):
     """:func:`conv_transpose2d`, with ``relu``: max(·, 0) fused into it (for a layer
     followed by a ReLU; see nn.Sequential)."""
+    g, oh, ow, run = _conv_transpose2d_plan(x, weight, bias, stride, padding,
+                                            output_padding, dilation, groups)
+    if run is not None:                      # y = Wᵀ ⋆ x + b, without columns
+        return run(x, weight, bias, relu)
+    # y = col2im(Wᵀ x) + b
+    return _correlate_t(x, weight, g, oh, ow, bias, relu)
+
+
+def _conv_transpose2d_plan(x, weight, bias, stride, padding, output_padding, dilation,
+                           groups):
+    """(g, oh, ow, run) of a conv_transpose2d call, as :func:`_conv2d_plan`'s."""
     def make():
         g, oh, ow, c_out = _checked_conv_t(x, weight, bias, stride, padding,
                                            output_padding, dilation, groups,
                                            "conv_transpose2d")
-        return g, oh, ow, _direct.adjoint(x, g, c_out)
-    g, oh, ow, direct = _planned(
-        ("conv_transpose2d", _sig(x), _sig(weight), _sig(bias)),
-        (stride, padding, output_padding, dilation, groups), make)
-    # y = col2im(Wᵀ x) + b
-    return _correlate_t(x, weight, g, oh, ow, bias, relu, direct=direct)
+        direct = _direct.adjoint(x, g, c_out)
+        return g, oh, ow, direct and _direct_run(
+            direct, (x.shape[0], c_out, oh, ow),
+            _per_image(c_out, g, x.shape[2], x.shape[3], x.dtype.itemsize))
+    return _planned(("conv_transpose2d", _sig(x), _sig(weight), _sig(bias)),
+                    (stride, padding, output_padding, dilation, groups), make)
 
 
 def conv_transpose2d_backward(dy, x, weight, *, stride=1, padding=0, output_padding=0,
@@ -615,19 +643,31 @@ def _conv_transpose2d_backward(dy, x, weight, *, stride=1, padding=0, output_pad
                                dilation=1, groups=1, need_dx=True, relu_out=None):
     """:func:`conv_transpose2d_backward`; with ``relu_out`` (the output of a forward
     with ``relu=True``), ``dy`` is the gradient w.r.t. that output."""
+    g, run = _conv_transpose2d_backward_plan(dy, x, weight, relu_out, stride, padding,
+                                             output_padding, dilation, groups)
+    if run is not None:              # dx = W ⋆ dY and dW = Σ x ⋆ dY, without columns
+        return run(dy, x, weight, relu_out, need_dx)
+    # dx = conv2d(dY, W), dW = Σ_n x_n · cols(dY_n)ᵀ, db = Σ dY
+    return _conv_t_backward(dy, x, weight, g, need_dx=need_dx, relu_out=relu_out)
+
+
+def _conv_transpose2d_backward_plan(dy, x, weight, relu_out, stride, padding,
+                                    output_padding, dilation, groups):
+    """(g, run) of a conv_transpose2d_backward call: its checked geometry and the
+    :func:`_direct_backward_run` of its direct kernel (or None), per signature."""
     def make():
         where = "conv_transpose2d_backward"
         g, oh, ow, c_out = _checked_conv_t(x, weight, None, stride, padding,
                                            output_padding, dilation, groups, where)
         _check_grad(dy, (x.shape[0], c_out, oh, ow), where, x)
         _check_relu_out(relu_out, dy, where)
-        return g, _direct.conv_t_backward(x, dy, g)
-    g, direct = _planned(
+        direct = _direct.conv_t_backward(x, dy, g)
+        return g, direct and _direct_backward_run(
+            direct, x.shape[0], _per_image(c_out, g, x.shape[2], x.shape[3],
+                                           x.dtype.itemsize), weight.shape)
+    return _planned(
         ("conv_transpose2d_backward", _sig(dy), _sig(x), _sig(weight), _sig(relu_out)),
         (stride, padding, output_padding, dilation, groups), make)
-    # dx = conv2d(dY, W), dW = Σ_n x_n · cols(dY_n)ᵀ, db = Σ dY
-    return _conv_t_backward(dy, x, weight, g, need_dx=need_dx, relu_out=relu_out,
-                            direct=direct)
 
 
 def _check_relu_out(relu_out, dy, where):
@@ -654,10 +694,12 @@ def _conv2d_keeping_columns(x, weight, bias=None, *, stride=1, padding=0, dilati
     columns are written chunk by chunk where the work buffer would have been.
     ``relu``: max(·, 0) fused into y, chunk by chunk (see nn.Sequential).
     """
-    g, oh, ow, direct = _conv2d_plan(x, weight, bias, stride, padding, dilation, groups)
+    g, oh, ow, run = _conv2d_plan(x, weight, bias, stride, padding, dilation, groups)
+    if run is not None:                      # the direct kernels make no columns
+        return run(x, weight, bias, relu), None
     nbytes = x.shape[0] * _per_image(x.shape[1], g, oh, ow, x.dtype.itemsize)
-    if nbytes > _KEEP_MAX_BYTES or direct is not None:
-        return _correlate(x, weight, g, oh, ow, bias, relu=relu, direct=direct), None
+    if nbytes > _KEEP_MAX_BYTES:
+        return _correlate(x, weight, g, oh, ow, bias, relu=relu), None
     size = nbytes // x.dtype.itemsize
     xp = active().xp
     if (buffer is None or not isinstance(buffer, xp.ndarray) or buffer.size < size
@@ -665,7 +707,7 @@ def _conv2d_keeping_columns(x, weight, bias=None, *, stride=1, padding=0, dilati
         buffer = xp.empty(size, dtype=x.dtype)
     kept = buffer[:size]
     # y = W · cols + b
-    return _correlate(x, weight, g, oh, ow, bias, keep=kept, relu=relu, direct=None), kept
+    return _correlate(x, weight, g, oh, ow, bias, keep=kept, relu=relu), kept
 
 
 def _conv2d_backward_kept(dy, x, weight, kept, *, stride=1, padding=0, dilation=1,
@@ -676,19 +718,30 @@ def _conv2d_backward_kept(dy, x, weight, kept, *, stride=1, padding=0, dilation=
     them; they are im2col of x as it was at the forward. ``relu_out``: the
     output of a forward with ``relu=True``; ``dy`` is then the gradient w.r.t. it.
     """
+    g, oh, ow, run = _conv2d_backward_plan(dy, x, weight, relu_out, stride, padding,
+                                           dilation, groups)
+    if run is not None:      # dx = W ⋆ᵀ dY, dW = Σ dY · windows of x, db = Σ dY
+        return run(dy, x, weight, relu_out, need_dx)
+    if kept is not None and kept.size * kept.dtype.itemsize != x.shape[0] * _per_image(
+            x.shape[1], g, oh, ow, x.dtype.itemsize):
+        kept = None                                   # not this input's columns
+    # dx = col2im(Wᵀ · dY), dW = Σ_n dY_n · cols(x_n)ᵀ, db = Σ dY
+    return _conv_backward(dy, x, weight, g, weight.shape, need_dx=need_dx, kept=kept,
+                          relu_out=relu_out)
+
+
+def _conv2d_backward_plan(dy, x, weight, relu_out, stride, padding, dilation, groups):
+    """(g, oh, ow, run) of a conv2d_backward call, as
+    :func:`_conv_transpose2d_backward_plan`'s."""
     def make():
         where = "conv2d_backward"
         g, oh, ow, c_out = _checked_conv2d(x, weight, None, stride, padding, dilation,
                                            groups, where)
         _check_grad(dy, (x.shape[0], c_out, oh, ow), where, x)
         _check_relu_out(relu_out, dy, where)
-        return g, oh, ow, _direct.conv_backward(x, c_out, g)
-    g, oh, ow, direct = _planned(
-        ("conv2d_backward", _sig(dy), _sig(x), _sig(weight), _sig(relu_out)),
-        (stride, padding, dilation, groups), make)
-    if kept is not None and kept.size * kept.dtype.itemsize != x.shape[0] * _per_image(
-            x.shape[1], g, oh, ow, x.dtype.itemsize):
-        kept = None                                   # not this input's columns
-    # dx = col2im(Wᵀ · dY), dW = Σ_n dY_n · cols(x_n)ᵀ, db = Σ dY
-    return _conv_backward(dy, x, weight, g, weight.shape, need_dx=need_dx, kept=kept,
-                          relu_out=relu_out, direct=direct)
+        direct = _direct.conv_backward(x, c_out, g)
+        return g, oh, ow, direct and _direct_backward_run(
+            direct, x.shape[0], _per_image(x.shape[1], g, oh, ow, x.dtype.itemsize),
+            weight.shape)
+    return _planned(("conv2d_backward", _sig(dy), _sig(x), _sig(weight), _sig(relu_out)),
+                    (stride, padding, dilation, groups), make)

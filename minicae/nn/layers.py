@@ -40,7 +40,9 @@ class _ConvBase(Module):
 
     A subclass names its pair of functional ops (``_op``, ``_op_backward``;
     Conv2d overrides ``_forward_op``/``_backward_op`` instead, for its kept
-    columns) and its weight layout; everything else is common. Both ops take the fused
+    columns), the pair of plans behind them (``_plans``: where a plan has a direct
+    kernel, the layer runs it without the op around it) and its weight layout;
+    everything else is common. Both ops take the fused
     ReLU's flag (``relu`` forward, ``relu_out`` backward): nn.Sequential may
     call ``forward(x, relu=True)`` for a layer followed by a ReLU, and
     backward then takes dL/d(that output).
@@ -81,9 +83,18 @@ class _ConvBase(Module):
         _check_forward_input(self, x, self.in_channels)
         self._x = x
         bias = self.bias.data if self.bias is not None else None
-        y = self._forward_op(x, bias, relu)
+        # a direct kernel's plan runs it from here: the functional op around it
+        # would only look the plan up again (benchmarks/README.md, round 12)
+        run = self._plans[0](x, self.weight.data, bias, *self._hyper())[-1]
+        if run is not None:
+            y, self._cols = run(x, self.weight.data, bias, relu), None  # no columns kept
+        else:
+            y = self._forward_op(x, bias, relu)
         self._relu_out = y if relu else None
         return y
+
+    def _hyper(self):
+        return self.stride, self.padding, self.dilation, self.groups
 
     def _forward_op(self, x, bias, relu):
         return type(self)._op(x, self.weight.data, bias, relu=relu,
@@ -98,7 +109,12 @@ class _ConvBase(Module):
         """Add dL/dW, dL/db into the gradients; return dL/dx (None if not need_dx)."""
         if self._x is None:
             raise RuntimeError(f"{self!r}: backward called before forward.")
-        dx, dweight, dbias = self._backward_op(dy, need_dx)
+        x, weight, relu_out = self._x, self.weight.data, getattr(self, "_relu_out", None)
+        run = self._plans[1](dy, x, weight, relu_out, *self._hyper())[-1]
+        if run is not None:
+            dx, dweight, dbias = run(dy, x, weight, relu_out, need_dx)
+        else:
+            dx, dweight, dbias = self._backward_op(dy, need_dx)
         self.weight.grad += dweight                  # accumulate, never assign
         if self.bias is not None:
             self.bias.grad += dbias
@@ -137,6 +153,7 @@ class Conv2d(_ConvBase):
     """
 
     _op = staticmethod(F.conv._conv2d)
+    _plans = (F.conv._conv2d_plan, F.conv._conv2d_backward_plan)   # (forward, backward)
     _fuses_relu = True           # this exact class: nn.Sequential may pass relu=True
 
     def _forward_op(self, x, bias, relu):
@@ -190,6 +207,7 @@ class ConvTranspose2d(_ConvBase):
 
     _op = staticmethod(F.conv._conv_transpose2d)
     _op_backward = staticmethod(F.conv._conv_transpose2d_backward)
+    _plans = (F.conv._conv_transpose2d_plan, F.conv._conv_transpose2d_backward_plan)
     _fuses_relu = True           # this exact class: nn.Sequential may pass relu=True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -221,6 +239,9 @@ class ConvTranspose2d(_ConvBase):
         kw = super()._geometry_kwargs()
         kw["output_padding"] = self.output_padding
         return kw
+
+    def _hyper(self):
+        return self.stride, self.padding, self.output_padding, self.dilation, self.groups
 
 
 class Linear(Module):
