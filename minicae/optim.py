@@ -369,9 +369,39 @@ class Adam(Optimizer):
         step, and the fused kernel (where the backend has one) is looked up once."""
         beta1, beta2 = self.betas
         t = self.steps + 1
+        kernels = F.active().kernels
         self._per_step = (1 - beta1**t, 1 - beta2**t,  # m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ)
-                          F.active().kernels.adam_update)
-        super().step()
+                          kernels.adam_update)
+        flat = self._flat_arrays() if kernels.adam_update_many else None
+        if flat is None:
+            super().step()
+            return
+        self.steps += 1              # every parameter in one call, with _update's values
+        bias1, bias2, _ = self._per_step
+        kernels.adam_update_many(*flat, beta1, beta2, math.sqrt(bias2), self.eps,
+                                 self.lr / bias1)
+
+    def _flat_arrays(self):
+        """(θs, gs, ms, vs): every parameter's four arrays as tuples of flat views, for
+        the backend's ``adam_update_many``; or None, for :meth:`_update` one by one
+        (weight decay, a parameter without state yet, arrays the fused kernel does not
+        take). Remembered while every parameter keeps the same four arrays."""
+        if self.weight_decay:
+            return None
+        known = self.__dict__.get("_flat")
+        if known is not None and known[0] is self.state and all(
+                p.data is d and p.grad is g and s["exp_avg"] is m and s["exp_avg_sq"] is v
+                for p, s, d, g, m, v in known[1]):
+            return known[2]
+        held = [(p, self.state.get(name)) for name, p in self.params]
+        if not held or not all(held[i][1] for i in range(len(held))):
+            return None
+        quads = [(p.data, p.grad, s["exp_avg"], s["exp_avg_sq"]) for p, s in held]
+        flat = None
+        if all(_one_pass(*q) and q[0].dtype == quads[0][0].dtype for q in quads):
+            flat = tuple(tuple(q[k].reshape(-1) for q in quads) for k in range(4))
+        self._flat = (self.state, [(p, s, *q) for (p, s), q in zip(held, quads)], flat)
+        return flat
 
     def _update(self, p, slots):
         beta1, beta2 = self.betas

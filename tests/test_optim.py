@@ -294,12 +294,15 @@ def _fused_backends():
 @pytest.mark.parametrize("fused", _fused_backends())
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("weight_decay,decoupled", [(0.0, False), (0.1, False), (0.1, True)])
+@pytest.mark.parametrize("one_call", [True, False], ids=["all-in-one-call", "per-parameter"])
 def test_fused_adam_equals_the_numpy_passes_bit_for_bit(fused, dtype, weight_decay,
-                                                        decoupled):
+                                                        decoupled, one_call):
     """The one-pass Adam of numba (explicit vectors) and of cupy (one kernel), with no
     fused multiply-add, gives exactly the NumPy backend's parameters and moments,
     step after step, for sizes that end inside a vector, and takes over from a
-    NumPy-made state."""
+    NumPy-made state; on numba also with every parameter in one call
+    (``adam_update_many``, taken without weight decay), including after a parameter's
+    array is replaced between steps."""
     from minicae import backend as backend_mod
     from minicae.backend import to_device, to_numpy
     from minicae.kernels import load_kernels
@@ -319,12 +322,20 @@ def test_fused_adam_equals_the_numpy_passes_bit_for_bit(fused, dtype, weight_dec
             for step, step_grads in enumerate(grads):
                 for p, g in zip(params, step_grads):
                     p.grad[...] = to_device(g, backend=be)
+                if step == 4:        # a new array: the one-call path must not keep the old
+                    params[1].data = params[1].data.copy()
                 if step < 3:
                     # the first three steps through the array operations (the
                     # passes): the kernel then takes over moments that they made
                     _without_fused_adam(opt)
-                else:
+                elif name == "numpy" or one_call:
                     opt.step()
+                    many = name != "numpy" and be.kernels.adam_update_many is not None
+                    flat = opt.__dict__.get("_flat")
+                    assert (flat is not None and flat[2] is not None) == (
+                        many and not weight_decay)
+                else:
+                    _without_fused_adam(opt, "adam_update_many")
         out[name] = [to_numpy(p.data) for p in params] + [
             to_numpy(value) for slots in opt.state.values()
             for _, value in sorted(slots.items())]
@@ -334,17 +345,17 @@ def test_fused_adam_equals_the_numpy_passes_bit_for_bit(fused, dtype, weight_dec
         assert_array_equal(got, want)
 
 
-def _without_fused_adam(opt):
-    """opt.step() with the active backend's fused Adam switched off: NumPy's array
-    operations, on the backend's own arrays and device."""
+def _without_fused_adam(opt, kernels=("adam_update", "adam_update_many")):
+    """opt.step() with the active backend's fused Adam (or only the ``kernels`` named)
+    switched off: NumPy's array operations, on the backend's own arrays and device."""
     import dataclasses
 
     from minicae import backend as backend_mod
 
     be = backend_mod.get_backend()
     previous = backend_mod._active
-    backend_mod._active = dataclasses.replace(
-        be, kernels=be.kernels._replace(adam_update=None))
+    off = {k: None for k in ([kernels] if isinstance(kernels, str) else kernels)}
+    backend_mod._active = dataclasses.replace(be, kernels=be.kernels._replace(**off))
     try:
         opt.step()
     finally:

@@ -53,6 +53,9 @@ transposed=False) -> (dW, db)``
     (optional) one Adam step in place, in one pass, with the NumPy path's
     roundings (optim.py uses it for contiguous float arrays).
 
+``adam_update_many(ps, gs, ms, vs, beta1, beta2, sqrt_bias2, eps, step)``
+    (optional) the same over tuples of flat arrays, one call for all parameters.
+
 ``CHUNK_BYTES`` (optional module constant)
     the size of the columns of one chunk of images that this backend's loops
     and GEMM handle best (the CPU caches); absent or 0: whole batches.
@@ -90,6 +93,7 @@ class KernelSet(NamedTuple):
     conv_cv_backward: object = None      # optional whole backwards, one call each
     conv_cv_t_backward: object = None
     conv_c1_t_backward: object = None
+    adam_update_many: object = None      # optional Adam step of many parameters, one call
 
 
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
@@ -107,4 +111,5 @@ def load_kernels(name: str) -> KernelSet:
                      *(getattr(module, f, None) for f in
                        ("conv_s1", "conv_s1_adjoint", "conv_s1_backward",
                         "conv_cv", "conv_cv_adjoint", "adam_update",
-                        "conv_cv_backward", "conv_cv_t_backward", "conv_c1_t_backward")))
+                        "conv_cv_backward", "conv_cv_t_backward", "conv_c1_t_backward",
+                        "adam_update_many")))
