@@ -122,7 +122,7 @@ def _measure_side(side, names, *, threads, repeats, quick, scaling, progress):
     try:
         rows = run_cases(names, [side], repeats=repeats, quick=quick, threads=threads,
                          progress=progress)
-        curves = run_scaling([side], repeats=max(3, repeats // 3), quick=quick) \
+        curves = run_scaling([side], repeats=repeats, quick=quick) \
             if scaling else None
     finally:
         if limiter is not None:
