@@ -394,7 +394,7 @@ class Adam(Optimizer):
                 for p, s, d, g, m, v in known[1]):
             return known[2]
         held = [(p, self.state.get(name)) for name, p in self.params]
-        if not held or not all(held[i][1] for i in range(len(held))):
+        if not held or not all(slots for _, slots in held):
             return None
         quads = [(p.data, p.grad, s["exp_avg"], s["exp_avg_sq"]) for p, s in held]
         flat = None

@@ -96,8 +96,7 @@ def kernel_threads(n_images, nbytes):
     blas = _blas_controllers() if cap > 1 else ()  # BLAS asked only when it can matter
     if not blas:
         return 1
-    return min(cap, blas[0].num_threads if len(blas) == 1 else
-               max([c.num_threads for c in blas]))
+    return min(cap, max([c.num_threads for c in blas]))
 
 
 def thread_groups(n_parts, nbytes):
