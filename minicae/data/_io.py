@@ -11,13 +11,34 @@ from pathlib import Path
 from ..errors import DataError
 
 __all__ = ["DataFileNotFoundError", "existing_file", "existing_dir", "read_bytes",
-           "atomic_write"]
+           "atomic_write", "memory_limit", "check_size", "gib"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
 class DataFileNotFoundError(DataError, FileNotFoundError):
     """A data file or directory does not exist (a DataError and a FileNotFoundError)."""
+
+
+def memory_limit():
+    """Bytes one reader or run may allocate: the machine's physical memory."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):    # no sysconf: refuse only absurd sizes
+        return 2**40
+
+
+def gib(nbytes):
+    """``nbytes`` as text in GiB (MiB below 1 GiB)."""
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def check_size(nbytes, *, where, what, fix=""):
+    """Raise DataError before allocating ``nbytes`` that the machine does not have."""
+    limit = memory_limit()
+    if nbytes > limit:
+        raise DataError(f"{where}: {what} needs {gib(nbytes)}, more than this machine's "
+                        f"{gib(limit)} of memory.{' ' + fix if fix else ''}")
 
 
 def _existing(path, where, what):
