@@ -281,6 +281,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser():
     parser = _Parser(prog="minicae", description="Convolutional autoencoders by hand.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.commands = sub.choices
     p = sub.add_parser("info", help="list backends, BLAS and threads")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
@@ -435,7 +436,9 @@ def _error_text(exc, args):
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:                               # name the subcommand whose flags they are not
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         _check_args(args)
         return args.func(args)
