@@ -8,6 +8,7 @@ writes a checkpoint, says how to resume and exits with status 130.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -20,6 +21,8 @@ __all__ = ["main", "build_parser"]
 MODEL_CHOICES = ("conv-full", "conv-strided", "dense")
 PENALTY_CHOICES = ("none", "l1", "kl", "contractive", "topk")
 DEFAULT_EPOCHS = 8
+# l1's sum runs over every code unit (20,736 in the default conv-full model): 1e-3 zeroes the code
+PENALTY_WEIGHTS = {"l1": 2e-6, "kl": 1e-3, "contractive": 1e-3}
 
 
 def _cmd_info(args):
@@ -39,6 +42,16 @@ def _cmd_info(args):
     for key, value in data["env"].items():
         print(f"  env {key}={value}")
     return 0
+
+
+def _read_json(path):
+    """A JSON file's contents; a malformed one is a ValueError that names the file."""
+    with open(path, encoding="utf-8") as fh:
+        try:
+            return json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: expected JSON, got a file that does not parse "
+                             f"({exc}). Restore it or start a new run.") from exc
 
 
 def _check_train_memory(args, shape, masks=False):
@@ -88,7 +101,9 @@ def _load_images(args):
 def _penalty_spec(args):
     if args.penalty in ("none", "topk"):
         return None
-    spec = {"kind": args.penalty, "weight": args.penalty_weight}
+    weight = args.penalty_weight
+    spec = {"kind": args.penalty,
+            "weight": PENALTY_WEIGHTS[args.penalty] if weight is None else weight}
     if args.penalty == "kl":
         spec["rho"] = args.rho
     if args.penalty == "contractive":    # it sits on the first encoder layer: name its activation
@@ -126,9 +141,11 @@ def _build_model(args, images):
 
 
 def _cmd_train(args):
+    import numpy as np
+
     from . import checkpoint, plots
     from .backend import keep_freed_memory, set_backend
-    from .train import TrainingInterrupted, fit
+    from .train import TrainingInterrupted, corrupt, fit
 
     keep_freed_memory()          # no page faults for the arrays each step re-allocates
 
@@ -139,8 +156,7 @@ def _cmd_train(args):
         if not os.path.exists(ckpt_path) or not os.path.exists(run_path):
             raise FileNotFoundError(f"no checkpoint to resume at {ckpt_path}; run without "
                                     f"--resume first.")
-        with open(run_path) as fh:
-            saved = json.load(fh)
+        saved = _read_json(run_path)
         # the data, model and seed of the original run; only these may change:
         keep = {k: getattr(args, k) for k in ("resume", "no_progress", "backend", "out",
                                               "distributed")}
@@ -191,13 +207,21 @@ def _cmd_train(args):
     pictures = {}
     try:
         val = images[-8:]
+        noisy = None if not args.denoise else corrupt(   # what the model sees: noisy input
+            val, args.denoise, args.noise_level, np.random.default_rng(args.seed))
         pictures["reconstructions"] = plots.save_reconstructions(
-            model, val, os.path.join(out, "reconstructions.png"))
+            model, val, os.path.join(out, "reconstructions.png"), x_input=noisy)
         pictures["filters"] = plots.save_filters(model, os.path.join(out, "filters.png"))
         pictures["loss"] = plots.save_loss_curves(history, os.path.join(out, "loss.png"))
     except RuntimeError as exc:      # matplotlib missing: training results still stand
         print(f"pictures skipped: {exc}", file=sys.stderr)
     last = history.epochs[-1]
+    base, val_loss = history.baseline_mse, last.get("val_loss")
+    if base and val_loss is not None and val_loss >= 0.98 * base:
+        fix = " or a lower --penalty-weight" if _penalty_spec(args) else ""
+        print(f"warning: val loss {val_loss:.5f} is no better than the mean-image baseline "
+              f"{base:.5f}: the model learned only the average image. Try more epochs, "
+              f"another --lr{fix}.", file=sys.stderr)
     print(f"final: train loss {last['train_loss']:.5f}, val loss "
           f"{last.get('val_loss', float('nan')):.5f}, mean-image baseline "
           f"{history.baseline_mse if history.baseline_mse is not None else float('nan'):.5f}"
@@ -224,12 +248,13 @@ def _cmd_demo(args):
 
 
 def _add_train_arguments(p):
+    acts = ("relu", "leaky_relu", "sigmoid", "tanh")
     p.add_argument("--model", choices=MODEL_CHOICES, default="conv-full",
-                   help="autoencoder: the documents' 'full'-padding conv (default), "
+                   help="autoencoder: 'full'-padding conv (maps grow by k-1 per layer), "
                         "strided conv with transposed-conv decoder, or dense")
     p.add_argument("--data", default="shapes",
-                   help="'shapes' (generated, default) or a path: .npz/.npy, an IDX "
-                        "file, or a folder of images")
+                   help="'shapes' (generated) or a path: .npz/.npy, an IDX file, or a "
+                        "folder of images")
     p.add_argument("--n-images", type=int, default=1000, help="shapes: how many images")
     p.add_argument("--image-size", type=int, default=32, help="shapes: height and width")
     p.add_argument("--channels-in", type=int, default=1, help="shapes: 1 or 3 channels")
@@ -238,30 +263,43 @@ def _add_train_arguments(p):
                    help="conv models: feature maps per encoder layer")
     p.add_argument("--hidden", type=int, nargs="+", default=None,
                    help="dense model: encoder widths (default 64 64)")
-    p.add_argument("--kernel-size", type=int, default=3)
+    p.add_argument("--kernel-size", type=int, default=3, help="conv models: k of every kxk "
+                                                              "kernel")
     p.add_argument("--pool", action="store_true", help="conv-strided: max-pool to downsample")
-    p.add_argument("--activation", default="relu",
-                   choices=("relu", "leaky_relu", "sigmoid", "tanh"))
-    p.add_argument("--code-activation", default=None,
-                   choices=("relu", "leaky_relu", "sigmoid", "tanh"))
-    p.add_argument("--penalty", choices=PENALTY_CHOICES, default="none")
-    p.add_argument("--penalty-weight", type=float, default=1e-3)
+    p.add_argument("--activation", default="relu", choices=acts,
+                   help="activation after every hidden layer")
+    p.add_argument("--code-activation", default=None, choices=acts,
+                   help="activation of the code (default: --activation)")
+    p.add_argument("--penalty", choices=PENALTY_CHOICES, default="none",
+                   help="regulariser on the code (contractive: on the first layer)")
+    p.add_argument("--penalty-weight", type=float, default=None,
+                   help=f"its weight (default {PENALTY_WEIGHTS['l1']:g} for l1, whose sum "
+                        f"runs over every code unit; {PENALTY_WEIGHTS['kl']:g} otherwise)")
     p.add_argument("--rho", type=float, default=0.05, help="kl: target mean activation")
     p.add_argument("--k", type=int, default=32, help="topk: units kept per sample")
-    p.add_argument("--loss", choices=("mse", "bce"), default="mse")
-    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--loss", choices=("mse", "bce"), default="mse",
+                   help="reconstruction loss")
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam",
+                   help="optimizer")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"passes over the data (default {DEFAULT_EPOCHS})")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--patience", type=int, default=None, help="early stopping")
+                   help=f"passes over the data (default {DEFAULT_EPOCHS}; with --resume, "
+                        f"the total to reach)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of the images held out for validation")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early stopping: epochs without a better val loss (default: off)")
     p.add_argument("--denoise", choices=("gaussian", "masking", "salt_pepper"),
-                   default=None, help="train a denoising autoencoder")
-    p.add_argument("--noise-level", type=float, default=0.2)
-    p.add_argument("--on-nonfinite", choices=("raise", "skip"), default="raise")
-    p.add_argument("--backend", choices=("numpy", "numba", "cupy"), default=None)
-    p.add_argument("--seed", type=int, default=0)
+                   default=None, help="train a denoising autoencoder with this noise")
+    p.add_argument("--noise-level", type=float, default=0.2,
+                   help="gaussian: standard deviation; masking, salt_pepper: probability")
+    p.add_argument("--on-nonfinite", choices=("raise", "skip"), default="raise",
+                   help="a NaN/inf loss: stop with an error, or skip the batch")
+    p.add_argument("--backend", choices=("numpy", "numba", "cupy"), default=None,
+                   help="compute backend (default: MINICAE_BACKEND, else the fastest "
+                        "installed)")
+    p.add_argument("--seed", type=int, default=0, help="seeds data, weights and shuffles")
     p.add_argument("--out", default="runs/train", help="run directory")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.npz")
@@ -269,6 +307,15 @@ def _add_train_arguments(p):
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI: mpirun -n 2 minicae train --distributed "
                         "...; --batch-size is per rank (docs/distributed.md)")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Show '(default: X)' wherever there is a default worth showing."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, "") or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -281,6 +328,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser():
     parser = _Parser(prog="minicae", description="Convolutional autoencoders by hand.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser = functools.partial(sub.add_parser, formatter_class=_Help)
     parser.commands = sub.choices
     p = sub.add_parser("info", help="list backends, BLAS and threads")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -288,14 +336,17 @@ def build_parser():
     p = sub.add_parser("train", help="train an autoencoder, write a run directory")
     _add_train_arguments(p)
     p.set_defaults(func=_cmd_train)
-    p = sub.add_parser("demo", help="train the default model on shapes (make demo)")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("demo", help="train the default model on shapes (make demo)",
+                       description="Train the default 'full'-padding conv autoencoder on "
+                                   "1000 generated 32x32 shapes and write a run directory "
+                                   "with pictures: minicae train --out OUT --epochs N.")
+    p.add_argument("--out", default="runs/demo", help="run directory")
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="passes over the data")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
     from .bench import add_bench_arguments
 
-    p = sub.add_parser("bench", help="time the backends (and torch) on the issue-5 rows")
+    p = sub.add_parser("bench", help="time the backends (and torch) on the benchmark cases")
     add_bench_arguments(p)
     p.set_defaults(func=_cmd_bench)
     from .segment.pipeline import add_segment_arguments
