@@ -151,3 +151,24 @@ def test_peak_memory_of_rejected_files_stays_within_64_mb(tmp_path):
         assert peak - baseline <= LIMIT_KB, (
             f"{maker.__name__}: peak {peak} KB, baseline {baseline} KB, "
             f"{(peak - baseline) / 1024:.0f} MB above it (limit 64 MB)")
+
+
+def test_folder_and_idx_past_the_memory_limit_are_refused_unread(tmp_path, monkeypatch):
+    """The limit is the machine's memory; lowered here so that small files cross it."""
+    pil = pytest.importorskip("PIL.Image")
+    import minicae.data._io as io
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        pil.fromarray(np.zeros((64, 64), np.uint8)).save(folder / f"{i}.png")
+    monkeypatch.setattr(io, "memory_limit", lambda: 10_000)
+    with pytest.raises(DataError, match=r"3 images needs .* more than this machine's"):
+        load_dataset(folder)
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + (4).to_bytes(4, "big")
+                                   + (64).to_bytes(4, "big") * 2 + bytes(4 * 64 * 64)))
+    with pytest.raises(DataError, match="more than this machine's"):
+        load_dataset(path)
+    monkeypatch.setattr(io, "memory_limit", lambda: 2**40)
+    assert load_dataset(path).images.shape == (4, 1, 64, 64)
