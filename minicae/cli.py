@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import os
 import sys
 import warnings
 
+from ._cli_checks import check_args, check_train_memory
 from .errors import MinicaeError
 
 __all__ = ["main", "build_parser"]
@@ -58,47 +58,18 @@ def _read_json(path):
                              f"({exc}). Restore it or start a new run.") from exc
 
 
-def _check_train_memory(args, shape, masks=False):
-    """Refuse a run whose data, weights and one batch's activations exceed the memory."""
-    from .data._io import check_size, gib
-
-    pixels = math.prod(shape[1:])
-    data = shape[0] * (4 * pixels + (8 * pixels // shape[1] if masks else 0))
-    k = args.kernel_size
-    if args.model == "dense" or len(shape) != 4:
-        widths = [pixels] + (args.hidden or [64, 64])
-        per_sample = 3 * sum(widths)
-        weights = sum(a * b for a, b in zip(widths, widths[1:]))
-    else:
-        (h, w), chans, per_sample, weights = shape[2:], [shape[1]] + args.channels, 0, 0
-        for c_in, c_out in zip(chans, chans[1:]):
-            # 'full' maps grow by k - 1 per layer, strided ones halve
-            h, w = (h + k - 1, w + k - 1) if args.model == "conv-full" else \
-                (-(-h // 2), -(-w // 2))
-            per_sample += (c_in * k * k + 3 * c_out) * h * w    # columns + maps
-            weights += c_in * c_out * k * k
-    # encoder and decoder; 4 bytes a value; weights, gradients and two Adam moments
-    batch = 2 * 4 * min(args.batch_size, shape[0]) * per_sample
-    total = data + batch + 2 * 4 * 4 * weights
-    check_size(total, where="minicae train", what=(
-        f"this run (data {gib(data)}, one batch of activations {gib(batch)}, weights "
-        f"and optimizer state {gib(32 * weights)})"),
-        fix="Lower --n-images, --image-size, --kernel-size, --channels, --hidden or "
-            "--batch-size.")
-
-
 def _load_images(args):
     from . import data
 
     if args.data == "shapes":
-        _check_train_memory(args, (args.n_images, args.channels_in, args.image_size,
+        check_train_memory(args, (args.n_images, args.channels_in, args.image_size,
                                    args.image_size), masks=True)
         images, masks = data.make_shapes(args.n_images, size=args.image_size,
                                          channels=args.channels_in, texture=not args.flat,
                                          seed=args.seed)
         return images, masks
     loaded = data.load_dataset(args.data)
-    _check_train_memory(args, loaded.images.shape)
+    check_train_memory(args, loaded.images.shape)
     return loaded.images, loaded.masks
 
 
@@ -361,99 +332,6 @@ def build_parser():
     return parser
 
 
-# --- flag checks: every command validates all its flags before it reads or writes anything
-_INT1 = ("an integer >= 1", lambda v: v >= 1)
-_INT0 = ("an integer >= 0", lambda v: v >= 0)
-_POS = ("a finite number > 0", lambda v: math.isfinite(v) and v > 0)
-_NONNEG = ("a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
-_OPEN01 = ("in (0, 1)", lambda v: 0 < v < 1)
-_ODD = ("an odd integer >= 1", lambda v: v >= 1 and v % 2 == 1)
-_SHAPES_SIZE = ("an integer >= 16", lambda v: v >= 16)
-_RULES = {
-    "train": dict(n_images=_INT1, image_size=_SHAPES_SIZE, channels=_INT1, hidden=_INT1,
-                  channels_in=("1 or 3", lambda v: v in (1, 3)), kernel_size=_INT1,
-                  penalty_weight=_NONNEG, rho=_OPEN01, k=_INT1, lr=_POS, epochs=_INT1,
-                  batch_size=_INT1, val_fraction=("in [0, 1)", lambda v: 0 <= v < 1),
-                  patience=_INT1, seed=_INT0),
-    "demo": dict(epochs=_INT1),
-    "bench": dict(repeats=_INT1, threads=_INT1),
-    "segment": dict(n_images=_INT1, image_size=_SHAPES_SIZE, test_fraction=_OPEN01,
-                    labels=_INT1, channels=_INT1, kernel_size=_INT1, epochs=_INT1, lr=_POS,
-                    batch_size=_INT1, window=_ODD, smooth=_INT0, n_init=_INT1,
-                    head_hidden=_INT1, head_epochs=_INT1, head_lr=_POS, dice_weight=_NONNEG,
-                    error_window=_ODD, percentile=("in (0, 100]", lambda v: 0 < v <= 100),
-                    overlays=_INT0, seed=_INT0),
-}
-
-
-def _flag(dest):
-    return "--" + dest.replace("_", "-")
-
-
-def _check_noise(where, kind, level, flag):
-    """gaussian: a standard deviation > 0; masking, salt_pepper: a probability in [0, 1]."""
-    if kind in (None, "none"):
-        return
-    want = ("a finite number > 0", 0 < level < math.inf) if kind == "gaussian" else \
-        ("a probability in [0, 1]", 0 <= level <= 1)
-    if not want[1]:
-        raise ValueError(f"{where}: expected {flag} {want[0]} for {kind} noise, got "
-                         f"{level!r}.")
-
-
-def _check_output(where, flag, path, kind):
-    """A path we will write: a directory (kind 'dir') or a file we may create there."""
-    if not path:
-        return
-    if os.path.exists(path):
-        want, got = ("directory", "file") if kind == "dir" else ("file", "directory")
-        if (kind == "dir") != os.path.isdir(path):
-            raise ValueError(f"{where}: expected {flag} to name a {want}, got {path!r}, "
-                             f"which is a {got}.")
-        if not os.access(path, os.W_OK):
-            raise ValueError(f"{where}: expected {flag} to be writable, got {path!r}.")
-        return
-    parent = os.path.dirname(os.path.abspath(path))
-    while kind == "dir" and not os.path.exists(parent):    # run folders get their parents
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{where}: cannot create {flag} {path!r}: {parent!r} is not an "
-                         f"existing, writable directory.")
-
-
-def _check_input(where, flag, path):
-    if path and not os.path.exists(path):
-        raise ValueError(f"{where}: expected {flag} to name an existing file or folder, "
-                         f"got {path!r}, which does not exist.")
-
-
-def _check_args(args):
-    """Raise ValueError naming the first invalid flag; nothing has been read or written."""
-    where = f"minicae {args.command}"
-    for dest, (want, ok) in _RULES.get(args.command, {}).items():
-        value = getattr(args, dest)
-        for v in value if isinstance(value, list) else [value]:
-            if v is not None and not ok(v):
-                raise ValueError(f"{where}: expected {_flag(dest)} to be {want}, got {v!r}.")
-    if args.command == "train":
-        _check_noise(where, args.denoise, args.noise_level, "--noise-level")
-        _check_output(where, "--out", args.out, "dir")
-        if args.data != "shapes":
-            _check_input(where, "--data", args.data)
-    elif args.command == "segment":
-        _check_noise(where, args.corruption, args.corruption_level, "--corruption-level")
-        _check_output(where, "--out", args.out, "dir")
-        _check_output(where, "--json", args.json, "file")
-        for dest in ("data", "masks", "checkpoint"):
-            if dest != "data" or args.data not in ("shapes", "shapes-anomaly"):
-                _check_input(where, _flag(dest), getattr(args, dest))
-    elif args.command == "bench":
-        _check_output(where, "--json", args.json, "file")
-        _check_output(where, "--plot", args.plot, "file")
-    elif args.command == "demo":
-        _check_output(where, "--out", args.out, "dir")
-
-
 def _cmd_segment(args):
     from .backend import keep_freed_memory
     from .segment.pipeline import format_table, run_segment
@@ -495,7 +373,7 @@ def main(argv=None):
     if extra:                               # name the subcommand whose flags they are not
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        _check_args(args)
+        check_args(args)
         # the trainer reports a NaN/inf loss itself, in one line: no NumPy warnings first
         # (a filter, not np.errstate: the conv worker threads do not see errstate)
         with warnings.catch_warnings():

@@ -108,7 +108,7 @@ def test_info_lists_backends():
 
 @pytest.mark.parametrize("args, words", [
     (["train", "--epochs", "0"], "epochs"),
-    (["train", "--batch-size", "0"], "batch_size"),
+    (["train", "--batch-size", "0"], "--batch-size"),
     (["train", "--lr", "-1"], "lr"),
     (["train", "--data", "/no/such/file.npz"], "/no/such/file.npz"),
     (["train", "--model", "vae"], "invalid choice"),

@@ -76,16 +76,6 @@ def as_labels(labels, *, where, n):
     return labels.astype(np.int64)
 
 
-def _load_npz_member(archive, key, where):
-    try:
-        return archive[key]
-    except ValueError as exc:
-        # np.load(allow_pickle=False) refuses object arrays: that is the point
-        raise DataError(f"{where}: expected a numeric array under key {key!r}, got one that "
-                        f"needs pickle to load ({exc}). Save plain numeric arrays, e.g. "
-                        f"numpy.savez(path, images=x.astype(numpy.float32)).") from exc
-
-
 def _check_npy_header(stream, declared, where, name):
     """Read a .npy header; refuse object dtypes, sizes past the memory, size mismatches."""
     try:
@@ -172,7 +162,7 @@ def load_arrays(path, *, dtype=np.float32):
             raise DataError(f"{where}: expected keys 'images' and optionally 'masks', "
                             f"'labels', got {keys}. Save with numpy.savez(path, images=x, "
                             f"masks=m).")
-        arrays = {k: _load_npz_member(archive, k, where) for k in keys}
+        arrays = {k: archive[k] for k in keys}     # headers checked: no pickle, sizes bounded
     images = as_images(arrays["images"], where=where, dtype=dtype)
     masks = arrays.get("masks")
     labels = arrays.get("labels")
