@@ -49,7 +49,7 @@ def _check_noise(where, kind, level, flag):
     want = ("a finite number > 0", 0 < level < math.inf) if kind == "gaussian" else \
         ("a probability in [0, 1]", 0 <= level <= 1)
     if not want[1]:
-        raise ValueError(f"{where}: expected {flag} {want[0]} for {kind} noise, got "
+        raise ValueError(f"{where}: expected {flag} to be {want[0]} for {kind} noise, got "
                          f"{level!r}.")
 
 

@@ -388,6 +388,7 @@ def fuzz_reference(tmp_path_factory):
     return path.read_bytes(), _fingerprint(model, opt.state_dict(), meta), tmp_dir
 
 
+@pytest.mark.slow
 def test_every_truncation_and_single_bit_flip(fuzz_reference):
     data, reference, tmp_dir = fuzz_reference
     n = len(data)

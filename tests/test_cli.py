@@ -23,6 +23,7 @@ def run(*args, timeout=300):
                           text=True, timeout=timeout, env=ENV)
 
 
+@pytest.mark.slow
 def test_train_writes_run_directory(tmp_path):
     out = tmp_path / "run"
     proc = run("train", "--out", str(out), "--epochs", "2", *SMALL)
@@ -36,6 +37,7 @@ def test_train_writes_run_directory(tmp_path):
     assert minicae.load(out / "checkpoint.npz").metadata["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_resume_continues_to_more_epochs(tmp_path):
     out = tmp_path / "run"
     assert run("train", "--out", str(out), "--epochs", "1", *SMALL).returncode == 0
@@ -65,6 +67,7 @@ def _spawn(out, epochs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_sigint_checkpoints_and_exits_130(tmp_path):
     out = tmp_path / "run"
     proc = _spawn(out, 200)
@@ -83,6 +86,7 @@ def test_sigint_checkpoints_and_exits_130(tmp_path):
     assert history["epochs"][-1]["epoch"] == meta["epoch"] + 1
 
 
+@pytest.mark.slow
 def test_sigkill_loses_at_most_one_epoch(tmp_path):
     out = tmp_path / "run"
     proc = _spawn(out, 200)

@@ -63,6 +63,7 @@ def cpu_backend(request):
         yield be
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("limit", [2**30, 4096])
 def test_threaded_chunks_match_serial(cpu_backend, two_blas_threads, monkeypatch, groups,

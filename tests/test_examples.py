@@ -42,6 +42,7 @@ def test_every_example_is_listed():
     assert set(SCRIPTS) == set(EXPECTED), "add the new example to EXPECTED"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_example_runs_tiny_and_saves_pngs(script, tmp_path):
     out = tmp_path / "out"
@@ -65,6 +66,7 @@ def test_dense_mnist_without_data_explains_and_exits(tmp_path):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.png"))
 
 
+@pytest.mark.slow
 def test_dense_mnist_reads_idx_files(tmp_path):
     import numpy as np
 

@@ -162,6 +162,7 @@ def _all_outputs(op, cfg, dtype):
     return (y,) + _backward(op, r, x, weight, cfg.kwargs())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @given(cfg=conv_configs(), cfg_t=conv_transpose_configs())
 def test_backend_parity(other_backend, dtype, cfg, cfg_t):

@@ -215,6 +215,7 @@ def _check_single_channel(cfg, c_out, with_bias, relu, dtype=np.float64):
         assert_array_equal(got, want, err_msg=f"{what} with relu_out " + msg)
 
 
+@pytest.mark.slow
 @given(cfg=im2col_configs(), c_out=st.integers(1, 3), with_bias=st.booleans(),
        relu=st.booleans())
 def test_numba_single_channel_conv_matches_the_column_products(cfg, c_out, with_bias,
@@ -224,6 +225,7 @@ def test_numba_single_channel_conv_matches_the_column_products(cfg, c_out, with_
     _check_single_channel(cfg, c_out, with_bias, relu)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("pads,hw", [((1, 1, 1, 1), (9, 9)), ((0, 0, 0, 0), (8, 7)),
@@ -244,6 +246,7 @@ def test_numba_single_channel_conv_compiled_geometries(dtype, stride, pads, hw):
     _check_single_channel(cfg, 2, False, False, dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stride", [1, 2])
 def test_numba_single_channel_path_of_conv_layers_equals_numpy(stride):
     """conv2d with one input channel and conv_transpose2d with one output channel

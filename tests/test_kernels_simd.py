@@ -367,6 +367,7 @@ def test_stride1_weight_gradient_in_groups_of_channel_blocks(dtype, monkeypatch)
     assert_array_equal(grouped, whole)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("family", ["s1", "cv", "c1", "direct"])
 def test_direct_kernels_on_numba_threads_equal_one_thread(family, dtype):
@@ -519,6 +520,7 @@ def _strided_copy(a):
     return wide
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,x_shape,w_shape,stride", [
     ("cv", (3, 16, 14, 14), (32, 16, 3, 3), 2),
     ("s1", (3, 16, 14, 14), (16, 16, 3, 3), 1),

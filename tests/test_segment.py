@@ -140,6 +140,7 @@ def test_reconstruction_error_map_is_the_squared_error():
     assert isinstance(layer_model.encoder.layers[0], nn.Conv2d)
 
 
+@pytest.mark.slow
 def test_segment_cli_end_to_end(tmp_path, capsys):
     from minicae.cli import main
 
