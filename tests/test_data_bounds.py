@@ -172,3 +172,15 @@ def test_folder_and_idx_past_the_memory_limit_are_refused_unread(tmp_path, monke
         load_dataset(path)
     monkeypatch.setattr(io, "memory_limit", lambda: 2**40)
     assert load_dataset(path).images.shape == (4, 1, 64, 64)
+
+
+def test_train_on_a_folder_with_a_14000_pixel_png_is_one_line(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("PIL")
+    from minicae.cli import main
+
+    folder = png_bomb(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", str(folder), "--out", "run"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "decompression-bomb" in err, err
+    assert not (tmp_path / "run").exists()
