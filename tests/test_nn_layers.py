@@ -87,6 +87,7 @@ def test_layer_gradients(backend, name):
                       eps)
 
 
+@pytest.mark.slow
 @given(cfg=conv_configs(max_n=2, max_c=3, max_hw=5))
 def test_conv2d_layer_gradients(backend, cfg):
     layer = nn.Conv2d(cfg.c_in, cfg.c_out, cfg.kernel, cfg.stride, cfg.padding,
@@ -94,6 +95,7 @@ def test_conv2d_layer_gradients(backend, cfg):
     _assert_gradcheck(layer, cfg.arrays()[0], f"{backend.name} {cfg}")
 
 
+@pytest.mark.slow
 @given(cfg=conv_transpose_configs(max_n=2, max_c=3, max_hw=3))
 def test_conv_transpose2d_layer_gradients(backend, cfg):
     layer = nn.ConvTranspose2d(cfg.c_in, cfg.c_out, cfg.kernel, cfg.stride, cfg.padding,
