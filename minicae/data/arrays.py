@@ -141,7 +141,9 @@ def load_arrays(path, *, dtype=np.float32):
     DataError
         Missing file (also a ``FileNotFoundError``), a file that needs pickle,
         missing or unknown keys, a non-numeric, complex or wrong-rank array,
-        NaN or inf values, counts that do not match.
+        NaN or inf values, counts that do not match, an array whose header
+        promises more than the machine's memory or whose stored size differs
+        from its header's (checked before any array is read).
 
     Notes
     -----

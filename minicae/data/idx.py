@@ -92,7 +92,9 @@ def load_idx(path):
     DataError
         Missing file (also a ``FileNotFoundError``), a wrong magic number, a
         truncated or over-long file (with the expected and actual byte
-        counts), or corrupt gzip data.
+        counts), corrupt gzip data, or a header promising more bytes than
+        the machine's memory. Only the header and the bytes it promises
+        (plus one, to detect a longer file) are ever decompressed.
 
     Examples
     --------

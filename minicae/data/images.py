@@ -146,7 +146,9 @@ def load_image_folder(path, *, mask_dir=None, size=None, grayscale=True, dtype=n
     DataError
         Missing folder (also a ``FileNotFoundError``), no images, an
         unreadable file, differing sizes without ``size``, a missing or
-        coloured mask.
+        coloured mask, an image past Pillow's decompression-bomb limit or a
+        folder whose decoded size exceeds the machine's memory (both read
+        from the image headers, before any image is decoded).
     ImportError
         Pillow is not installed (``pip install "minicae[images]"``).
 
