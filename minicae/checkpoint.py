@@ -226,7 +226,8 @@ def _check_manifest(raw, where):
     version = manifest.get("format_version")
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
         newer = type(version) is int and version > max(SUPPORTED_VERSIONS)
-        raise _fail(where, f"expected format version {FORMAT_VERSION}, got {version!r}."
+        raise _fail(where, f"expected format version "
+                           f"{' or '.join(map(str, SUPPORTED_VERSIONS))}, got {version!r}."
                            + (" It was written by a newer minicae; upgrade minicae to read "
                               "it." if newer else " Unsupported format version."))
     kinds = {"minicae_version": str, "model": dict, "arrays": list,

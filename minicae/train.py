@@ -399,7 +399,8 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
                     sent = [m, value * m, l0, float(not math.isfinite(total)),
                             float(stop == signal.SIGINT), float(stop == signal.SIGTERM)]
                     sent += [v * m for v in pens.values()]
-                    got = distributed.allreduce_grads(model, sent).tolist()
+                    got = distributed.allreduce_grads(
+                        model, sent, label=f"epoch {epoch + 1}, batch {b + 1}").tolist()
                     m, value, l0 = int(round(got[0])), got[1] / got[0], got[2]
                     # any rank's signal stops every rank at this batch; SIGTERM wins
                     stop = signal.SIGTERM if got[5] else signal.SIGINT if got[4] else 0

@@ -171,7 +171,7 @@ def test_fit_rejects_more_ranks_than_images():
         def broadcast_parameters(self, model):
             return model
 
-        def allreduce_grads(self, model, scalars=None):
+        def allreduce_grads(self, model, scalars=None, *, label=None):
             raise AssertionError("not reached")
 
     x = numpy.zeros((3, 4), dtype=numpy.float32)
