@@ -152,8 +152,9 @@ def _cmd_train(args):
                       on_start=lambda: atomic_write(run_path, lambda fh: fh.write(run_json)))
     except TrainingInterrupted as exc:
         say(f"minicae train: {exc.signal.name} at epoch {exc.epoch}, batch {exc.batch}; "
-            f"checkpoint written to {exc.checkpoint_path}. Resume with: minicae train "
-            f"--out {out} --resume", file=sys.stderr)
+            f"checkpoint written to {exc.checkpoint_path}. Resume with: "
+            f"{'mpirun ... ' if ctx else ''}minicae train --out {out} --resume"
+            f"{' --distributed' if ctx else ''}", file=sys.stderr)
         return 128 + exc.signal.value
     if not writer:
         return 0
