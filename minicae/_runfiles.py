@@ -25,8 +25,8 @@ __all__ = ["atomic_write", "sweep_stale_temporaries", "pid_alive", "RunLock",
            "RunLockedError", "LOCK_NAME"]
 
 LOCK_NAME = "train.lock"
-# .<name>.<pid>.<random>.tmp (atomic_write) and <name>.<pid>.tmp (older writers)
-_TEMP = re.compile(r"^(?:\..+\.(\d+)\.[^.]+|.+\.(\d+))\.tmp$")
+# .<name>.<pid>.<8 random>.tmp (atomic_write) and {history,run}.json.<pid>.tmp (older)
+_TEMP = re.compile(r"^(?:\..+\.(\d+)\.\w{8}|(?:history|run)\.json\.(\d+))\.tmp$")
 
 
 class RunLockedError(MinicaeError, RuntimeError):
@@ -37,6 +37,8 @@ def pid_alive(pid):
     """Whether a process with this pid exists on this machine."""
     if pid <= 0:
         return False
+    if os.name == "nt":
+        return True          # os.kill(pid, 0) would terminate it there: never assume dead
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

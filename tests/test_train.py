@@ -338,8 +338,8 @@ def test_run_directory_lock_refuses_a_live_trainer_and_takes_over_a_dead_one(
     assert sorted(os.listdir(tmp_path)) == [LOCK_NAME]             # nothing written
     dead = _dead_pid()
     (tmp_path / LOCK_NAME).write_text(f"{dead}\n")
-    stale = [f".checkpoint.npz.{dead}.x1y2.tmp", f"history.json.{dead}.tmp"]
-    live = f".best.npz.{os.getpid()}.abcd.tmp"
+    stale = [f".checkpoint.npz.{dead}.x1y2z3w4.tmp", f"history.json.{dead}.tmp"]
+    live = f".best.npz.{os.getpid()}.abcdefgh.tmp"
     for name in stale + [live]:
         (tmp_path / name).write_bytes(b"half")
     fit(_tiny_conv(), x, **kw)
