@@ -31,14 +31,16 @@ SMALL = ["--n-images", "60", "--image-size", "16", "--channels", "2", "--batch-s
 pytestmark = pytest.mark.slow
 
 
-def minicae(*args):
-    return subprocess.run([sys.executable, "-m", "minicae", *args], env=ENV, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+def minicae(*args, backend="numpy"):
+    return subprocess.run([sys.executable, "-m", "minicae", *args], cwd=ROOT,
+                          env=dict(ENV, MINICAE_BACKEND=backend), capture_output=True,
+                          text=True, timeout=300)
 
 
-def signalled(name, when, n, *args):
+def signalled(name, when, n, *args, backend="numpy"):
     return subprocess.run([sys.executable, DRIVER, name, when, str(n), "--", *args],
-                          env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, env=dict(ENV, MINICAE_BACKEND=backend),
+                          capture_output=True, text=True, timeout=300)
 
 
 def _arrays(run):
@@ -50,31 +52,47 @@ def _losses(run):
         return [e["train_loss"] for e in json.load(fh)["epochs"]]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    run = str(tmp_path_factory.mktemp("base") / "run")
-    proc = minicae("train", "--out", run, *SMALL)
-    assert proc.returncode == 0, proc.stderr
-    return run
+_BASE = {}
 
 
-@pytest.mark.parametrize("name, when, n", [
-    ("SIGINT", "batch", 1),       # the first batch
-    ("SIGTERM", "batch", 1),
-    ("SIGINT", "batch", 11),      # mid-epoch 2
-    ("SIGTERM", "batch", 4),      # mid-epoch 1 (no best yet)
-    ("SIGINT", "save", 1),        # inside the first checkpoint write
-    ("SIGTERM", "save", 4),       # the 4th write: epoch 2's best.npz (or epoch 3's checkpoint)
+def _uninterrupted(backend, tmp_path_factory):
+    if backend not in _BASE:
+        run = str(tmp_path_factory.mktemp(f"base_{backend}") / "run")
+        proc = minicae("train", "--out", run, *SMALL, backend=backend)
+        assert proc.returncode == 0, proc.stderr
+        _BASE[backend] = run
+    return _BASE[backend]
+
+
+def _numba_missing():
+    from minicae.backend import available_backends
+
+    return not available_backends()["numba"][0]
+
+
+@pytest.mark.parametrize("backend, name, when, n", [
+    ("numpy", "SIGINT", "batch", 1),       # the first batch
+    ("numpy", "SIGTERM", "batch", 1),
+    ("numpy", "SIGINT", "batch", 11),      # mid-epoch 2
+    ("numpy", "SIGTERM", "batch", 4),      # mid-epoch 1 (no best yet)
+    ("numpy", "SIGINT", "save", 1),        # inside the first checkpoint write
+    ("numpy", "SIGTERM", "save", 4),       # 4th write: epoch 2's best.npz or epoch 3's
+    pytest.param("numba", "SIGTERM", "batch", 11,
+                 marks=pytest.mark.skipif(_numba_missing(), reason="Numba not installed")),
+    pytest.param("numba", "SIGINT", "save", 2,
+                 marks=pytest.mark.skipif(_numba_missing(), reason="Numba not installed")),
 ])
-def test_stop_anywhere_then_resume_is_bit_identical(uninterrupted, tmp_path, name, when, n):
+def test_stop_anywhere_then_resume_is_bit_identical(tmp_path_factory, tmp_path, backend,
+                                                    name, when, n):
+    uninterrupted = _uninterrupted(backend, tmp_path_factory)
     run = str(tmp_path / "run")
-    proc = signalled(name, when, n, "train", "--out", run, *SMALL)
+    proc = signalled(name, when, n, "train", "--out", run, *SMALL, backend=backend)
     signum = getattr(signal, name)
     assert proc.returncode == 128 + signum, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"minicae train: {name} at epoch"), lines
     assert "Resume with: minicae train --out" in lines[0]
-    resumed = minicae("train", "--out", run, "--resume", "--no-progress")
+    resumed = minicae("train", "--out", run, "--resume", "--no-progress", backend=backend)
     assert resumed.returncode == 0, resumed.stderr
     assert _losses(run) == _losses(uninterrupted)
     base, got = _arrays(uninterrupted), _arrays(run)
