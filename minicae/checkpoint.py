@@ -155,7 +155,10 @@ def save(path, model, optimizer=None, **metadata):
     path = os.fspath(path)
     if not isinstance(model, Module):
         raise TypeError(f"{where}: expected a minicae Module, got {type(model).__name__}.")
-    config = model.get_config() if callable(getattr(model, "get_config", None)) else None
+    try:
+        config = model.get_config() if callable(getattr(model, "get_config", None)) else None
+    except NotImplementedError:      # e.g. an Autoencoder subclass that adds no recipe
+        config = None
     if config is not None and not isinstance(config, dict):
         raise TypeError(f"{where}: expected {type(model).__name__}.get_config() to return "
                         f"a dict, got {type(config).__name__}.")

@@ -241,6 +241,20 @@ def test_any_module_saves_and_loads_into_the_model_you_built(tmp_path):
         save(tmp_path / "nope" / "ck.npz", TinyAE())
 
 
+def test_a_model_whose_get_config_is_not_implemented_saves_without_recipe(tmp_path):
+    from minicae.models import Autoencoder
+
+    class Mine(Autoencoder):
+        def __init__(self):
+            super().__init__()
+            self.encoder = Sequential(Linear(4, 2, rng=0))
+            self.decoder = Sequential(Linear(2, 4, rng=1))
+
+    save(tmp_path / "mine.npz", Mine())
+    assert load_state(tmp_path / "mine.npz").manifest["model"]["config"] is None
+    _assert_same_model(Mine(), load(tmp_path / "mine.npz", model=Mine()).model)
+
+
 def test_load_into_a_model_refuses_another_config(tmp_path):
     from minicae.models import ConvAutoencoder
 
