@@ -1,8 +1,8 @@
 """Command-line interface: argument parsing, printing and exit codes only.
 
 Errors raised on purpose (``ValueError``, ``TypeError``, missing files) end
-the command with one line on stderr and status 2; Ctrl-C during training
-writes a checkpoint, says how to resume and exits with status 130.
+the command with one line on stderr and status 2; Ctrl-C (SIGTERM) during
+training writes a checkpoint, says how to resume and exits with status 130 (143).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def _cmd_train(args):
                                               "distributed")}
         if args.epochs is not None:
             keep["epochs"] = args.epochs
-        _warn_ignored_on_resume(args, saved, keep)
+        ignored = _ignored_on_resume(args, saved, keep)
         vars(args).update(saved)
         vars(args).update(keep)
     if args.epochs is None:
@@ -126,6 +126,8 @@ def _cmd_train(args):
     say = print if writer else (lambda *a, **k: None)
     images, _ = _load_images(args)
     if args.resume:
+        if ignored:
+            say(ignored, file=sys.stderr)
         state = checkpoint.load(ckpt_path)
         model, done = state.model, state.metadata.get("epoch", 0)
         if done >= args.epochs and not state.metadata.get("batches_done"):
@@ -178,17 +180,16 @@ def _cmd_train(args):
     return 0
 
 
-def _warn_ignored_on_resume(args, saved, keep):
-    """One line naming each flag given with --resume that the saved run overrides."""
+def _ignored_on_resume(args, saved, keep):
+    """A warning naming each flag given with --resume that the saved run overrides."""
     given = {tok[2:].split("=")[0].replace("-", "_") for tok in getattr(args, "argv", ())
              if tok.startswith("--")}
     ignored = [f"--{k.replace('_', '-')} {getattr(args, k)!r} (the run has {saved[k]!r})"
                for k in sorted(given) if k in saved and k not in keep
                and getattr(args, k) != saved[k]]
-    if ignored:
-        print(f"minicae train: --resume continues the saved run, so these flags are "
-              f"ignored: {', '.join(ignored)}. Start a new run (another --out) to change "
-              f"them.", file=sys.stderr)
+    return ignored and (f"minicae train: --resume continues the saved run, so these flags "
+                        f"are ignored: {', '.join(ignored)}. Start a new run (another "
+                        f"--out) to change them.")
 
 
 def _print_epoch(record):
