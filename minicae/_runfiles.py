@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import re
+import socket
 import tempfile
 import time
 
@@ -115,19 +116,22 @@ def sweep_stale_temporaries(directory):
     return removed
 
 
-def _read_pid(path):
+def _read_owner(path):
+    """``(pid, host)`` from a lock file; pid 0 when it is empty or unreadable."""
     try:
         with open(path) as fh:
-            return int(fh.read().strip() or 0)
+            pid, _, host = fh.read().strip().partition(" ")
+        return int(pid or 0), host or socket.gethostname()
     except (OSError, ValueError):
-        return 0
+        return 0, socket.gethostname()
 
 
 class RunLock:
-    """Hold ``<directory>/train.lock`` (holding our pid) while a trainer runs.
+    """Hold ``<directory>/train.lock`` (our pid and host) while a trainer runs.
 
-    The lock is created with ``O_CREAT | O_EXCL``; a lock whose pid is dead
-    (a killed trainer) is taken over; the lock is removed on release.
+    The lock is created with ``O_CREAT | O_EXCL``; a lock whose pid is dead on
+    this host (a killed trainer) is taken over; one from another host (a
+    shared file system) is never assumed dead. The lock is removed on release.
     Opening the lock also sweeps stale temporary files from the directory.
     """
 
@@ -141,22 +145,23 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                pid = _read_pid(self.path)
-                if pid and pid != os.getpid() and pid_alive(pid):
+                owner = pid, host = _read_owner(self.path)
+                here = host == socket.gethostname()
+                if pid and (not here or pid != os.getpid() and pid_alive(pid)):
                     raise RunLockedError(
                         f"{self.where}: the run directory {os.path.dirname(self.path)!r} "
-                        f"is in use by another trainer (pid {pid}, lock file "
-                        f"{self.path}). Wait for it to finish, or choose another "
-                        f"directory.") from None
+                        f"is in use by another trainer (pid {pid}"
+                        f"{'' if here else ' on ' + host}, lock file {self.path}). Wait "
+                        f"for it to finish, or choose another directory.") from None
                 if not pid and attempt < 2:
                     time.sleep(0.1)     # a trainer between creating the lock and writing it
                     continue
-                if pid == _read_pid(self.path):   # still the dead pid: take it over
+                if owner == _read_owner(self.path):   # still the dead pid: take it over
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self.path)
                 continue
             with os.fdopen(fd, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
+                fh.write(f"{os.getpid()} {socket.gethostname()}\n")
             self.held = True
             sweep_stale_temporaries(os.path.dirname(self.path))
             return self
@@ -164,7 +169,7 @@ class RunLock:
                                     f"another process keeps replacing it.")
 
     def release(self):
-        if self.held and _read_pid(self.path) == os.getpid():
+        if self.held and _read_owner(self.path) == (os.getpid(), socket.gethostname()):
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
         self.held = False

@@ -337,6 +337,9 @@ def test_run_directory_lock_refuses_a_live_trainer_and_takes_over_a_dead_one(
         fit(_tiny_conv(), x, **kw)
     assert sorted(os.listdir(tmp_path)) == [LOCK_NAME]             # nothing written
     dead = _dead_pid()
+    (tmp_path / LOCK_NAME).write_text(f"{dead} another-host\n")   # cannot tell: refuse
+    with pytest.raises(RunLockedError, match=rf"pid {dead} on another-host"):
+        fit(_tiny_conv(), x, **kw)
     (tmp_path / LOCK_NAME).write_text(f"{dead}\n")
     stale = [f".checkpoint.npz.{dead}.x1y2z3w4.tmp", f"history.json.{dead}.tmp"]
     live = f".best.npz.{os.getpid()}.abcdefgh.tmp"
