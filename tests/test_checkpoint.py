@@ -514,3 +514,17 @@ def test_random_byte_overwrites(fuzz_reference, edits):
     for pos, value in edits:
         damaged[pos % len(data)] = value
     _load_outcome(bytes(damaged), tmp_dir, reference)
+
+
+def test_every_writer_goes_through_the_one_atomic_writer():
+    import re
+    from pathlib import Path
+
+    package = Path(checkpoint.__file__).parent
+    direct = re.compile(r"os\.replace\(|mkstemp\(|json\.dump\(|\.savefig\((?!fh)|"
+                        r"open\([^)]*[\"'](?:w|a|x)b?[\"']|\.write_(?:text|bytes)\(")
+    found = [f"{path.relative_to(package)}:{i}: {line.strip()}"
+             for path in sorted(package.rglob("*.py")) if path.name != "_runfiles.py"
+             for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if direct.search(line)]
+    assert found == [], "write through minicae._runfiles.atomic_write:\n" + "\n".join(found)
