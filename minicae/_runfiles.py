@@ -1,7 +1,8 @@
 """Files a run writes safely: atomic writes, stale temporary files, a directory lock.
 
 Every file minicae writes (checkpoints, ``history.json``, ``run.json``,
-``segment --json``, IDX files) goes through :func:`atomic_write`: a
+pictures, ``segment --json``, ``bench --json``, IDX files) goes through
+:func:`atomic_write`: a
 temporary file ``.<name>.<pid>.<random>.tmp`` in the target's directory,
 ``fsync``, ``os.replace``, ``fsync`` of the directory. The temporary file is
 removed on any failure; if the process is killed mid-write (SIGKILL, power
