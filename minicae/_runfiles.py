@@ -2,12 +2,12 @@
 
 Every file minicae writes (checkpoints, ``history.json``, ``run.json``,
 pictures, ``segment --json``, ``bench --json``, IDX files) goes through
-:func:`atomic_write`: a
-temporary file ``.<name>.<pid>.<random>.tmp`` in the target's directory,
-``fsync``, ``os.replace``, ``fsync`` of the directory. The temporary file is
-removed on any failure; if the process is killed mid-write (SIGKILL, power
-cut), the pid in its name lets :func:`sweep_stale_temporaries` remove it
-the next time the directory is opened. :class:`RunLock` keeps a second
+:func:`atomic_write`: a temporary file ``.<name>.<pid>.<random>.tmp`` in the
+target's directory, ``fsync``, ``os.replace``, ``fsync`` of the directory.
+The temporary file is removed on any failure; if the process is killed
+mid-write (SIGKILL, power cut), the pid in its name lets
+:func:`sweep_stale_temporaries` remove it the next time the directory is
+opened. :class:`RunLock` keeps a second
 trainer out of a run directory. See docs/reliability.md.
 """
 
