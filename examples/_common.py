@@ -1,7 +1,7 @@
 """Shared command-line plumbing for the example scripts (not part of minicae).
 
 Every example takes the same size flags: the default run finishes in under a
-minute on a laptop CPU, ``--full`` uses the source documents' settings and
+minute on a laptop CPU, ``--full`` uses the settings of the model's original source and
 ``--tiny`` is the smoke-test size that tests/test_examples.py runs.
 """
 
@@ -20,7 +20,7 @@ def parser(description, *, out):
     size.add_argument("--tiny", action="store_true",
                       help="a few seconds: the size the test suite runs")
     size.add_argument("--full", action="store_true",
-                      help="the source documents' full settings (minutes to hours)")
+                      help="the original source's full settings (minutes to hours)")
     p.add_argument("--epochs", type=int, default=None, help="override the epoch count")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=("numpy", "numba", "cupy"), default=None,

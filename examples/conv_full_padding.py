@@ -1,10 +1,10 @@
-"""The tutorial's convolutional autoencoder with 'full' padding, on generated shapes.
+"""Paolo Galeone's convolutional autoencoder with 'full' padding, on generated shapes.
 
-Paolo Galeone's tutorial (the second source document) keeps the image size
+Paolo Galeone's convolutional-autoencoder tutorial keeps the image size
 without transposed convolutions: the encoder pads its input by k-1 zeros on
 every side, so its n feature maps are (H + k - 1) wide; the decoder's
 'valid' convolution with the same k brings them back to H (docs/maths.md,
-section "Full padding"). With the documents' numbers, 28x28 images and a
+section "Full padding"). With the tutorial's numbers, 28x28 images and a
 5x5 kernel: pad 4 -> 36x36, encoder maps 32x32, decoder output 28x28.
 
 The data are minicae's generated textured shapes at 28x28 (nothing is

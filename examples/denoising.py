@@ -49,8 +49,11 @@ def main(argv=None):
     denoised_mse = float(((x_hat - held_out) ** 2).mean())
     print(f"backend {backend}; {args.noise} noise, level {args.level}; {len(train)} "
           f"training and {len(held_out)} held-out images of {size}x{size}")
+    gain = noisy_mse / max(denoised_mse, 1e-12)
+    verdict = f"{gain:.2f}x lower than the noisy input's" if gain >= 1 else \
+        f"{1 / gain:.2f}x higher than the noisy input's: nothing was denoised"
     print(f"held-out MSE to the clean image: noisy input {noisy_mse:.5f}, reconstruction "
-          f"{denoised_mse:.5f} (ratio {noisy_mse / max(denoised_mse, 1e-12):.2f})")
+          f"{denoised_mse:.5f} ({verdict})")
     for name, path in (("denoised", plots.save_reconstructions(
                             model, held_out, out_path(args, "denoised.png"), x_input=noisy)),
                        ("loss", plots.save_loss_curves(history, out_path(args, "loss.png")))):

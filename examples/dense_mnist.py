@@ -1,6 +1,6 @@
-"""The documents' dense autoencoder on MNIST: 784-64-64 | 64-784, sigmoid output.
+"""The classic dense autoencoder on MNIST: 784-64-64 | 64-784, sigmoid output.
 
-The first source document trains a Keras model with two ReLU layers of 64
+The well-known Keras MNIST example trains a model with two ReLU layers of 64
 units in the encoder, one of 64 and a sigmoid output of 784 in the decoder,
 Adam (lr 0.001), batch 256, 50 epochs, MSE loss. This is the same model in
 minicae (``DenseAutoencoder()`` defaults to exactly that architecture).
@@ -16,9 +16,9 @@ Without files, ``--synthetic`` trains on generated digit-like strokes
 instead (shapes of the same size and value range, not MNIST).
 
 Sizes: default 15 epochs on up to 6,000 images (well under a minute), ``--full``
-the documents' 50 epochs on every image, ``--tiny`` a smoke test.
+that example's 50 epochs on every image, ``--tiny`` a smoke test.
 
-Expected result of the full run: the test MSE of the documents' setting is
+Expected result of the full run: the test MSE of that setting is
 *not measured here* (this repository cannot download MNIST); run it with
 ``--full`` and read the printed test MSE. For reference, the mean-image
 baseline (predict the average digit) is printed next to it.
@@ -94,7 +94,7 @@ def main(argv=None):
     epochs = args.epochs or pick(args, tiny=1, quick=15, full=50)
     print(f"data: {len(x)} training images {x.shape[1:]} from {source}; backend {backend}")
 
-    # the documents' model and training settings
+    # the Keras example's model and training settings
     model = DenseAutoencoder(784, hidden=(64, 64), decoder_hidden=(64,), activation="relu",
                              code_activation="relu", output_activation="sigmoid",
                              input_shape=list(x.shape[1:]), seed=args.seed)

@@ -1,6 +1,7 @@
 """Segmentation with autoencoder features: k-means, a few-label head, anomaly maps.
 
-The first source document uses an autoencoder's code as the front end of an
+The sparse autoencoder for segmentation (docs/maths.md) uses an autoencoder's
+code as the front end of an
 image segmenter. Here a 'full'-padding convolutional autoencoder is trained
 on unlabelled generated shapes; its encoder maps are per-pixel features
 (minicae.segment.PixelFeatures) that are then

@@ -1,6 +1,7 @@
 """Sparse codes three ways: none, KL sparsity, and a k-sparse (top-k) layer.
 
-The first source document asks for a sparse code, Omega(z) = ||z||_0, which
+The sparse autoencoder for segmentation (docs/maths.md) asks for a sparse
+code, Omega(z) = ||z||_0, which
 has no gradient (docs/maths.md, "Penalties"). minicae realises it as
 
 - KL sparsity on a sigmoid code: beta * sum_j KL(rho || rho_hat_j), where

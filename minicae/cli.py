@@ -8,15 +8,22 @@ training writes a checkpoint, says how to resume and exits with status 130 (143)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import os
 import sys
+import warnings
+
+from .errors import MinicaeError
 
 __all__ = ["main", "build_parser"]
 
 MODEL_CHOICES = ("conv-full", "conv-strided", "dense")
 PENALTY_CHOICES = ("none", "l1", "kl", "contractive", "topk")
 DEFAULT_EPOCHS = 8
+# l1's sum runs over every code unit (20,736 in the default conv-full model): 1e-3 zeroes the code
+PENALTY_WEIGHTS = {"l1": 2e-6, "kl": 1e-3, "contractive": 1e-3}
 
 
 def _cmd_info(args):
@@ -27,9 +34,12 @@ def _cmd_info(args):
         print(json.dumps(data, indent=2))
         return 0
     print(f"minicae backends (default: {data['default']})")
+    extras = {"numba": "numba", "cupy": "gpu"}
     for name, entry in data["backends"].items():
         mark = "yes" if entry["available"] else "no "
-        print(f"  {name:<6} {mark}  {entry['detail']}")
+        fix = "" if entry["available"] or name not in extras else \
+            f" (install it with: pip install 'minicae[{extras[name]}]')"
+        print(f"  {name:<6} {mark}  {entry['detail']}{fix}")
     print(f"NumPy {data['numpy']}; BLAS:")
     for pool in data["blas"]:
         print("  " + ", ".join(f"{k}={v}" for k, v in pool.items() if v is not None))
@@ -38,26 +48,72 @@ def _cmd_info(args):
     return 0
 
 
+def _read_json(path):
+    """A JSON file's contents; a malformed one is a ValueError that names the file."""
+    with open(path, encoding="utf-8") as fh:
+        try:
+            return json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: expected JSON, got a file that does not parse "
+                             f"({exc}). Restore it or start a new run.") from exc
+
+
+def _check_train_memory(args, shape, masks=False):
+    """Refuse a run whose data, weights and one batch's activations exceed the memory."""
+    from .data._io import check_size, gib
+
+    pixels = math.prod(shape[1:])
+    data = shape[0] * (4 * pixels + (8 * pixels // shape[1] if masks else 0))
+    k = args.kernel_size
+    if args.model == "dense" or len(shape) != 4:
+        widths = [pixels] + (args.hidden or [64, 64])
+        per_sample = 3 * sum(widths)
+        weights = sum(a * b for a, b in zip(widths, widths[1:]))
+    else:
+        (h, w), chans, per_sample, weights = shape[2:], [shape[1]] + args.channels, 0, 0
+        for c_in, c_out in zip(chans, chans[1:]):
+            # 'full' maps grow by k - 1 per layer, strided ones halve
+            h, w = (h + k - 1, w + k - 1) if args.model == "conv-full" else \
+                (-(-h // 2), -(-w // 2))
+            per_sample += (c_in * k * k + 3 * c_out) * h * w    # columns + maps
+            weights += c_in * c_out * k * k
+    # encoder and decoder; 4 bytes a value; weights, gradients and two Adam moments
+    batch = 2 * 4 * min(args.batch_size, shape[0]) * per_sample
+    total = data + batch + 2 * 4 * 4 * weights
+    check_size(total, where="minicae train", what=(
+        f"this run (data {gib(data)}, one batch of activations {gib(batch)}, weights "
+        f"and optimizer state {gib(32 * weights)})"),
+        fix="Lower --n-images, --image-size, --kernel-size, --channels, --hidden or "
+            "--batch-size.")
+
+
 def _load_images(args):
     from . import data
 
     if args.data == "shapes":
+        _check_train_memory(args, (args.n_images, args.channels_in, args.image_size,
+                                   args.image_size), masks=True)
         images, masks = data.make_shapes(args.n_images, size=args.image_size,
                                          channels=args.channels_in, texture=not args.flat,
                                          seed=args.seed)
         return images, masks
     loaded = data.load_dataset(args.data)
+    _check_train_memory(args, loaded.images.shape)
     return loaded.images, loaded.masks
 
 
 def _penalty_spec(args):
     if args.penalty in ("none", "topk"):
         return None
-    spec = {"kind": args.penalty, "weight": args.penalty_weight}
+    weight = args.penalty_weight
+    spec = {"kind": args.penalty,
+            "weight": PENALTY_WEIGHTS[args.penalty] if weight is None else weight}
     if args.penalty == "kl":
         spec["rho"] = args.rho
-    if args.penalty == "contractive":
-        spec["activation"] = args.code_activation or args.activation
+    if args.penalty == "contractive":    # it sits on the first encoder layer: name its activation
+        layers = args.hidden or [64, 64] if args.model == "dense" else args.channels
+        spec["activation"] = args.activation if len(layers) > 1 else \
+            args.code_activation or args.activation
     return spec
 
 
@@ -89,10 +145,12 @@ def _build_model(args, images):
 
 
 def _cmd_train(args):
+    import numpy as np
+
     from . import checkpoint, plots
     from ._runfiles import atomic_write
     from .backend import keep_freed_memory, set_backend
-    from .train import TrainingInterrupted, fit
+    from .train import TrainingInterrupted, corrupt, fit
 
     keep_freed_memory()          # no page faults for the arrays each step re-allocates
 
@@ -103,8 +161,7 @@ def _cmd_train(args):
         if not os.path.exists(ckpt_path) or not os.path.exists(run_path):
             raise FileNotFoundError(f"no checkpoint to resume at {ckpt_path}; run without "
                                     f"--resume first.")
-        with open(run_path) as fh:
-            saved = json.load(fh)
+        saved = _read_json(run_path)
         # the data, model and seed of the original run; only these may change:
         keep = {k: getattr(args, k) for k in ("resume", "no_progress", "backend", "out",
                                               "distributed")}
@@ -163,13 +220,21 @@ def _cmd_train(args):
     pictures = {}
     try:
         val = images[-8:]
+        noisy = None if not args.denoise else corrupt(   # what the model sees: noisy input
+            val, args.denoise, args.noise_level, np.random.default_rng(args.seed))
         pictures["reconstructions"] = plots.save_reconstructions(
-            model, val, os.path.join(out, "reconstructions.png"))
+            model, val, os.path.join(out, "reconstructions.png"), x_input=noisy)
         pictures["filters"] = plots.save_filters(model, os.path.join(out, "filters.png"))
         pictures["loss"] = plots.save_loss_curves(history, os.path.join(out, "loss.png"))
     except RuntimeError as exc:      # matplotlib missing: training results still stand
         print(f"pictures skipped: {exc}", file=sys.stderr)
     last = history.epochs[-1]
+    base, val_loss = history.baseline_mse, last.get("val_loss")
+    if base and val_loss is not None and val_loss >= 0.9 * base:
+        fix = " or a lower --penalty-weight" if _penalty_spec(args) else ""
+        print(f"warning: val loss {val_loss:.5f} is not clearly below the mean-image "
+              f"baseline {base:.5f} (predicting the average image): the model learned "
+              f"little. Try more epochs, another --lr{fix}.", file=sys.stderr)
     print(f"final: train loss {last['train_loss']:.5f}, val loss "
           f"{last.get('val_loss', float('nan')):.5f}, mean-image baseline "
           f"{history.baseline_mse if history.baseline_mse is not None else float('nan'):.5f}"
@@ -208,12 +273,13 @@ def _cmd_demo(args):
 
 
 def _add_train_arguments(p):
+    acts = ("relu", "leaky_relu", "sigmoid", "tanh")
     p.add_argument("--model", choices=MODEL_CHOICES, default="conv-full",
-                   help="autoencoder: the documents' 'full'-padding conv (default), "
+                   help="autoencoder: 'full'-padding conv (maps grow by k-1 per layer), "
                         "strided conv with transposed-conv decoder, or dense")
     p.add_argument("--data", default="shapes",
-                   help="'shapes' (generated, default) or a path: .npz/.npy, an IDX "
-                        "file, or a folder of images")
+                   help="'shapes' (generated) or a path: .npz/.npy, an IDX file, or a "
+                        "folder of images")
     p.add_argument("--n-images", type=int, default=1000, help="shapes: how many images")
     p.add_argument("--image-size", type=int, default=32, help="shapes: height and width")
     p.add_argument("--channels-in", type=int, default=1, help="shapes: 1 or 3 channels")
@@ -222,30 +288,43 @@ def _add_train_arguments(p):
                    help="conv models: feature maps per encoder layer")
     p.add_argument("--hidden", type=int, nargs="+", default=None,
                    help="dense model: encoder widths (default 64 64)")
-    p.add_argument("--kernel-size", type=int, default=3)
+    p.add_argument("--kernel-size", type=int, default=3, help="conv models: k of every kxk "
+                                                              "kernel")
     p.add_argument("--pool", action="store_true", help="conv-strided: max-pool to downsample")
-    p.add_argument("--activation", default="relu",
-                   choices=("relu", "leaky_relu", "sigmoid", "tanh"))
-    p.add_argument("--code-activation", default=None,
-                   choices=("relu", "leaky_relu", "sigmoid", "tanh"))
-    p.add_argument("--penalty", choices=PENALTY_CHOICES, default="none")
-    p.add_argument("--penalty-weight", type=float, default=1e-3)
+    p.add_argument("--activation", default="relu", choices=acts,
+                   help="activation after every hidden layer")
+    p.add_argument("--code-activation", default=None, choices=acts,
+                   help="activation of the code (default: --activation)")
+    p.add_argument("--penalty", choices=PENALTY_CHOICES, default="none",
+                   help="regulariser on the code (contractive: on the first layer)")
+    p.add_argument("--penalty-weight", type=float, default=None,
+                   help=f"its weight (default {PENALTY_WEIGHTS['l1']:g} for l1, whose sum "
+                        f"runs over every code unit; {PENALTY_WEIGHTS['kl']:g} otherwise)")
     p.add_argument("--rho", type=float, default=0.05, help="kl: target mean activation")
     p.add_argument("--k", type=int, default=32, help="topk: units kept per sample")
-    p.add_argument("--loss", choices=("mse", "bce"), default="mse")
-    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--loss", choices=("mse", "bce"), default="mse",
+                   help="reconstruction loss")
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam",
+                   help="optimizer")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"passes over the data (default {DEFAULT_EPOCHS})")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--patience", type=int, default=None, help="early stopping")
+                   help=f"passes over the data (default {DEFAULT_EPOCHS}; with --resume, "
+                        f"the total to reach)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of the images held out for validation")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early stopping: epochs without a better val loss (default: off)")
     p.add_argument("--denoise", choices=("gaussian", "masking", "salt_pepper"),
-                   default=None, help="train a denoising autoencoder")
-    p.add_argument("--noise-level", type=float, default=0.2)
-    p.add_argument("--on-nonfinite", choices=("raise", "skip"), default="raise")
-    p.add_argument("--backend", choices=("numpy", "numba", "cupy"), default=None)
-    p.add_argument("--seed", type=int, default=0)
+                   default=None, help="train a denoising autoencoder with this noise")
+    p.add_argument("--noise-level", type=float, default=0.2,
+                   help="gaussian: standard deviation; masking, salt_pepper: probability")
+    p.add_argument("--on-nonfinite", choices=("raise", "skip"), default="raise",
+                   help="a NaN/inf loss: stop with an error, or skip the batch")
+    p.add_argument("--backend", choices=("numpy", "numba", "cupy"), default=None,
+                   help="compute backend (default: MINICAE_BACKEND, else the fastest "
+                        "installed)")
+    p.add_argument("--seed", type=int, default=0, help="seeds data, weights and shuffles")
     p.add_argument("--out", default="runs/train", help="run directory")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.npz")
@@ -253,6 +332,15 @@ def _add_train_arguments(p):
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI: mpirun -n 2 minicae train --distributed "
                         "...; --batch-size is per rank (docs/distributed.md)")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Show '(default: X)' wherever there is a default worth showing."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, "") or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -265,20 +353,25 @@ class _Parser(argparse.ArgumentParser):
 def build_parser():
     parser = _Parser(prog="minicae", description="Convolutional autoencoders by hand.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser = functools.partial(sub.add_parser, formatter_class=_Help)
+    parser.commands = sub.choices
     p = sub.add_parser("info", help="list backends, BLAS and threads")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
     p = sub.add_parser("train", help="train an autoencoder, write a run directory")
     _add_train_arguments(p)
     p.set_defaults(func=_cmd_train)
-    p = sub.add_parser("demo", help="train the default model on shapes (make demo)")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("demo", help="train the default model on shapes (make demo)",
+                       description="Train the default 'full'-padding conv autoencoder on "
+                                   "1000 generated 32x32 shapes and write a run directory "
+                                   "with pictures: minicae train --out OUT --epochs N.")
+    p.add_argument("--out", default="runs/demo", help="run directory")
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="passes over the data")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
     from .bench import add_bench_arguments
 
-    p = sub.add_parser("bench", help="time the backends (and torch) on the issue-5 rows")
+    p = sub.add_parser("bench", help="time the backends (and torch) on the benchmark cases")
     add_bench_arguments(p)
     p.set_defaults(func=_cmd_bench)
     from .segment.pipeline import add_segment_arguments
@@ -287,6 +380,99 @@ def build_parser():
     add_segment_arguments(p)
     p.set_defaults(func=_cmd_segment)
     return parser
+
+
+# --- flag checks: every command validates all its flags before it reads or writes anything
+_INT1 = ("an integer >= 1", lambda v: v >= 1)
+_INT0 = ("an integer >= 0", lambda v: v >= 0)
+_POS = ("a finite number > 0", lambda v: math.isfinite(v) and v > 0)
+_NONNEG = ("a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
+_OPEN01 = ("in (0, 1)", lambda v: 0 < v < 1)
+_ODD = ("an odd integer >= 1", lambda v: v >= 1 and v % 2 == 1)
+_SHAPES_SIZE = ("an integer >= 16", lambda v: v >= 16)
+_RULES = {
+    "train": dict(n_images=_INT1, image_size=_SHAPES_SIZE, channels=_INT1, hidden=_INT1,
+                  channels_in=("1 or 3", lambda v: v in (1, 3)), kernel_size=_INT1,
+                  penalty_weight=_NONNEG, rho=_OPEN01, k=_INT1, lr=_POS, epochs=_INT1,
+                  batch_size=_INT1, val_fraction=("in [0, 1)", lambda v: 0 <= v < 1),
+                  patience=_INT1, seed=_INT0),
+    "demo": dict(epochs=_INT1),
+    "bench": dict(repeats=_INT1, threads=_INT1),
+    "segment": dict(n_images=_INT1, image_size=_SHAPES_SIZE, test_fraction=_OPEN01,
+                    labels=_INT1, channels=_INT1, kernel_size=_INT1, epochs=_INT1, lr=_POS,
+                    batch_size=_INT1, window=_ODD, smooth=_INT0, n_init=_INT1,
+                    head_hidden=_INT1, head_epochs=_INT1, head_lr=_POS, dice_weight=_NONNEG,
+                    error_window=_ODD, percentile=("in (0, 100]", lambda v: 0 < v <= 100),
+                    overlays=_INT0, seed=_INT0),
+}
+
+
+def _flag(dest):
+    return "--" + dest.replace("_", "-")
+
+
+def _check_noise(where, kind, level, flag):
+    """gaussian: a standard deviation > 0; masking, salt_pepper: a probability in [0, 1]."""
+    if kind in (None, "none"):
+        return
+    want = ("a finite number > 0", 0 < level < math.inf) if kind == "gaussian" else \
+        ("a probability in [0, 1]", 0 <= level <= 1)
+    if not want[1]:
+        raise ValueError(f"{where}: expected {flag} {want[0]} for {kind} noise, got "
+                         f"{level!r}.")
+
+
+def _check_output(where, flag, path, kind):
+    """A path we will write: a directory (kind 'dir') or a file we may create there."""
+    if not path:
+        return
+    if os.path.exists(path):
+        want, got = ("directory", "file") if kind == "dir" else ("file", "directory")
+        if (kind == "dir") != os.path.isdir(path):
+            raise ValueError(f"{where}: expected {flag} to name a {want}, got {path!r}, "
+                             f"which is a {got}.")
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"{where}: expected {flag} to be writable, got {path!r}.")
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    while kind == "dir" and not os.path.exists(parent):    # run folders get their parents
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{where}: cannot create {flag} {path!r}: {parent!r} is not an "
+                         f"existing, writable directory.")
+
+
+def _check_input(where, flag, path):
+    if path and not os.path.exists(path):
+        raise ValueError(f"{where}: expected {flag} to name an existing file or folder, "
+                         f"got {path!r}, which does not exist.")
+
+
+def _check_args(args):
+    """Raise ValueError naming the first invalid flag; nothing has been read or written."""
+    where = f"minicae {args.command}"
+    for dest, (want, ok) in _RULES.get(args.command, {}).items():
+        value = getattr(args, dest)
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and not ok(v):
+                raise ValueError(f"{where}: expected {_flag(dest)} to be {want}, got {v!r}.")
+    if args.command == "train":
+        _check_noise(where, args.denoise, args.noise_level, "--noise-level")
+        _check_output(where, "--out", args.out, "dir")
+        if args.data != "shapes":
+            _check_input(where, "--data", args.data)
+    elif args.command == "segment":
+        _check_noise(where, args.corruption, args.corruption_level, "--corruption-level")
+        _check_output(where, "--out", args.out, "dir")
+        _check_output(where, "--json", args.json, "file")
+        for dest in ("data", "masks", "checkpoint"):
+            if dest != "data" or args.data not in ("shapes", "shapes-anomaly"):
+                _check_input(where, _flag(dest), getattr(args, dest))
+    elif args.command == "bench":
+        _check_output(where, "--json", args.json, "file")
+        _check_output(where, "--plot", args.plot, "file")
+    elif args.command == "demo":
+        _check_output(where, "--out", args.out, "dir")
 
 
 def _cmd_segment(args):
@@ -313,15 +499,37 @@ def _cmd_bench(args):
     return result if isinstance(result, int) else 0
 
 
+def _error_text(exc, args):
+    """One line for a failure: OSErrors name their path, bare KeyErrors say what is missing."""
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, MinicaeError):
+        path = exc.filename or getattr(args, "out", None) or getattr(args, "json", None)
+        return f"{exc.strerror} ({path!r})" if path else exc.strerror
+    if isinstance(exc, MemoryError):
+        return (f"out of memory ({exc or 'MemoryError'}). Use fewer or smaller images, a "
+                f"smaller --batch-size or a smaller model.")
+    return str(exc)
+
+
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:                               # name the subcommand whose flags they are not
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)   # which flags were given
     try:
-        return args.func(args)
+        _check_args(args)
+        # the trainer reports a NaN/inf loss itself, in one line: no NumPy warnings first
+        # (a filter, not np.errstate: the conv worker threads do not see errstate)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) "
+                                    r"encountered", RuntimeWarning)
+            return args.func(args)
     except KeyboardInterrupt:
         print(f"minicae {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, RuntimeError, OSError, KeyError) as exc:
-        print(f"minicae {args.command}: error: {exc}", file=sys.stderr)
+    except (MinicaeError, ValueError, TypeError, RuntimeError, OSError, KeyError,
+            MemoryError) as exc:
+        message = " ".join(_error_text(exc, args).split())    # one line, always
+        message = message.removeprefix(f"minicae {args.command}: ")
+        print(f"minicae {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -87,16 +87,23 @@ def save_filters(model, path, *, max_filters=32):
         tiles = [_as_image(w) for w in weight[:max_filters]]
     cols = min(8, len(tiles))
     rows = (len(tiles) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows), squeeze=False)
+    # one symmetric scale for every tile, so that colours compare across filters
+    vmax = max(float(abs(t).max()) for t in tiles) or 1.0
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols + 1, 1.2 * rows + 0.3),
+                             squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
         if i < len(tiles):
-            ax.imshow(tiles[i], cmap="RdBu_r", interpolation="nearest")
+            shown = ax.imshow(tiles[i], cmap="RdBu_r", interpolation="nearest",
+                              vmin=-vmax, vmax=vmax)
         else:
             ax.axis("off")
-    fig.suptitle("first-layer filters", fontsize=9)
+    fig.suptitle("first-layer filters" + (" (mean over input channels)"
+                                          if weight.ndim == 4 and weight.shape[1] > 1 else ""),
+                 fontsize=9)
     fig.tight_layout()
+    fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.9, label="weight")
     _savefig(fig, path)
     plt.close(fig)
     return path

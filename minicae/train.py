@@ -17,6 +17,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ from ._validation import (check_choice, check_in_open_interval, check_nonnegativ
                           check_positive_float, check_positive_int)
 from .backend import to_device
 from .data import iterate_minibatches, train_val_split
-from .errors import NumericalError
+from .errors import CheckpointError, NumericalError
 
 __all__ = ["fit", "History", "TrainingInterrupted", "corrupt", "evaluate",
            "CORRUPTIONS"]
@@ -237,6 +238,11 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
         Continue from ``checkpoint_dir/checkpoint.npz`` (exactly). Refused
         when the model's class or config, the seed, or the data (shape, dtype
         and SHA-256 of ``x`` and ``x_val``) differ from the checkpoint's.
+    progress : bool
+        A tqdm bar per epoch (when tqdm is installed) and, unless ``callback``
+        is given, one printed line per epoch.
+    callback : callable, optional
+        Called with each epoch's record (a dict) instead of the printed line.
     on_nonfinite : {'raise', 'skip'}
         A NaN/inf loss or gradient raises :class:`~minicae.errors.NumericalError`
         naming the epoch, batch and last good checkpoint, or skips the batch.
@@ -276,6 +282,8 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
     rank, n_ranks = (0, 1) if distributed is None else (distributed.rank, distributed.size)
     is_writer = is_writer and rank == 0
     progress = progress and rank == 0
+    if callback is None and progress:
+        callback = _print_epoch             # a Python user sees the epochs go by
 
     if x_val is None:
         if val_fraction:
@@ -307,6 +315,12 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
             raise ValueError(f"{where}: the checkpoint was trained with seed "
                              f"{meta.get('seed')}, got seed={seed}. Resume with the "
                              f"same seed to continue exactly.")
+        missing = [k for k in ("history", "epoch", "batches_done") if k not in meta]
+        if missing:             # e.g. best.npz copied over checkpoint.npz: weights only
+            raise CheckpointError(f"{where}: {path!r} has weights but no training state "
+                                  f"(missing {', '.join(missing)}), as best.npz does. "
+                                  f"Resume from the checkpoint.npz the run wrote, or start "
+                                  f"a new run.")
         _check_same_data(meta.get("data", {}), fingerprints, where)
         if state.optimizer_state is not None:
             opt.load_state_dict(state.optimizer_state)
@@ -466,6 +480,20 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
 def _progress(total, desc):
     try:
         from tqdm.auto import tqdm
-    except ImportError:
+    except ImportError as exc:
+        if not _progress.noticed:            # say it once per process, not once per epoch
+            _progress.noticed = True
+            print(f"progress bar skipped: tqdm is not installed ({exc}). Install it with: "
+                  f"pip install 'minicae[progress]'", file=sys.stderr)
         return None
     return tqdm(total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
+
+
+_progress.noticed = False
+
+
+def _print_epoch(record):
+    val = record.get("val_loss")
+    print(f"epoch {record['epoch']}: train loss {record['train_loss']:.5f}"
+          + (f", val loss {val:.5f}" if val is not None else "")
+          + f", {record['seconds']:.1f}s", flush=True)

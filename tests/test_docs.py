@@ -278,3 +278,100 @@ def test_docs_hold_no_control_characters(path):
     bad = [(n + 1, repr(ch)) for n, line in enumerate(text.split("\n"))
            for ch in line if ord(ch) < 32]
     assert not bad, f"{_doc_id(path)}: control characters at (line, char) {bad[:5]}"
+
+
+# --- docs/cli.md against the parser ------------------------------------------------------
+_ROW = re.compile(r"^\| `(--[\w-]+)[^`]*` \| ([^|]*) \| [^|]*\|$")
+# flags whose parser default is None and whose real default is set in code: the doc's
+# first number must be that value
+_DEFAULT_IN_CODE = {("train", "--epochs"): "DEFAULT_EPOCHS",
+                    ("train", "--penalty-weight"): "PENALTY_WEIGHTS"}
+
+
+def _documented_flags():
+    rows, command = {}, None
+    for line in (ROOT / "docs" / "cli.md").read_text(encoding="utf-8").splitlines():
+        heading = re.match(r"^## minicae (\w+)", line)
+        if heading:
+            command = heading.group(1)
+        row = _ROW.match(line)
+        if row and command:
+            rows[(command, row.group(1))] = row.group(2).replace("`", "").strip()
+    return rows
+
+
+def _parser_flags():
+    from minicae import cli
+
+    flags = {}
+    for command, sub in cli.build_parser().commands.items():
+        for action in sub._actions:
+            if action.option_strings and action.help != "==SUPPRESS==" \
+                    and action.option_strings[-1] != "--help":
+                flags[(command, action.option_strings[-1])] = action.default
+    return flags
+
+
+def _in_code(key):
+    from minicae import cli
+
+    value = getattr(cli, _DEFAULT_IN_CODE[key])
+    return value["l1"] if isinstance(value, dict) else value
+
+
+def test_cli_reference_lists_every_flag_with_the_parser_default():
+    docs, parser = _documented_flags(), _parser_flags()
+    three_columns = {c for c, _ in docs}
+    missing = [k for k in parser if k[0] in three_columns and k not in docs]
+    assert not missing, f"docs/cli.md lacks {missing}"
+    assert not [k for k in docs if k not in parser], "docs/cli.md lists unknown flags"
+    wrong = []
+    for key, default in parser.items():
+        text = docs.get(key)
+        if text is None:
+            continue
+        if key in _DEFAULT_IN_CODE:
+            ok = float(re.match(r"[-\d.e]+", text).group()) == float(_in_code(key))
+        elif default is False:
+            ok = text == "off"
+        elif default in (None, ""):
+            ok = not re.fullmatch(r"[-+\d.e]+", text)     # said in words: none, auto, ...
+        elif isinstance(default, list):
+            ok = text == " ".join(map(str, default))
+        elif isinstance(default, (int, float)):
+            ok = re.fullmatch(r"[-+\d.e]+", text) and float(text) == float(default)
+        else:
+            ok = text == str(default)
+        if not ok:
+            wrong.append(f"{key}: docs say {text!r}, the parser {default!r}")
+    assert not wrong, "docs/cli.md defaults differ from the parser:\n" + "\n".join(wrong)
+
+
+def test_help_shows_defaults_and_demo_describes_its_flags(capsys):
+    from minicae import cli
+
+    for argv, words in ((["train", "--help"], "(default: 32)"),
+                        (["segment", "--help"], "(default: 80)"),
+                        (["demo", "--help"], "run directory (default: runs/demo)")):
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+        assert words in " ".join(capsys.readouterr().out.split()), argv
+
+
+_INTERNAL_WORDS = ("the issue", "issue-5", "the documents", "seed tutorial", "DESIGN.md")
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=_doc_id)
+def test_docs_speak_in_the_projects_own_words(path):
+    text = " ".join(path.read_text(encoding="utf-8").split()).lower()
+    assert not [w for w in _INTERNAL_WORDS if w.lower() in text]
+
+
+def test_help_speaks_in_the_projects_own_words(capsys):
+    from minicae import cli
+
+    for command in [None, *cli.build_parser().commands]:
+        with pytest.raises(SystemExit):
+            cli.main(["--help"] if command is None else [command, "--help"])
+        text = " ".join(capsys.readouterr().out.split()).lower()
+        assert not [w for w in _INTERNAL_WORDS if w.lower() in text], command

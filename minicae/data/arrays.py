@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 
 import numpy as np
 
 from ..errors import DataError
-from ._io import existing_file
+from ._io import check_size, existing_file
 from .dataset import ArrayDataset
 
 __all__ = ["load_arrays", "as_images", "as_masks", "as_labels"]
@@ -85,10 +86,46 @@ def _load_npz_member(archive, key, where):
                         f"numpy.savez(path, images=x.astype(numpy.float32)).") from exc
 
 
-def _open(path, where):
+def _check_npy_header(stream, declared, where, name):
+    """Read a .npy header; refuse object dtypes, sizes past the memory, size mismatches."""
     try:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0      # 2.0 and 3.0 share the layout
+        shape, _, dtype = read_header(stream)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{where}: expected a NumPy .npy or .npz file, got {name}, whose "
+                        f"header does not load ({type(exc).__name__}: {exc}).") from exc
+    if dtype.hasobject:
+        raise DataError(f"{where}: expected a numeric array in {name}, got dtype {dtype}, "
+                        f"which needs pickle to load. Save plain numeric arrays, e.g. "
+                        f"numpy.savez(path, images=x.astype(numpy.float32)).")
+    expected = math.prod(shape) * dtype.itemsize
+    check_size(expected, where=where, what=f"{name} (shape {shape}, {dtype})")
+    if declared - stream.tell() != expected:
+        raise DataError(f"{where}: expected {expected} data bytes in {name} (shape "
+                        f"{shape}, {dtype}), got {declared - stream.tell()}. The file is "
+                        f"truncated, padded or corrupt.")
+
+
+def _open(path, where):
+    """np.load, after every array's header and size were checked unread."""
+    try:
+        if not zipfile.is_zipfile(path):
+            with open(path, "rb") as fh:
+                _check_npy_header(fh, path.stat().st_size, where, path.name)
+        else:
+            with zipfile.ZipFile(path) as archive:
+                members = archive.infolist()
+                check_size(sum(m.file_size for m in members), where=where,
+                           what=f"the {len(members)} arrays of the archive")
+                for member in members:
+                    with archive.open(member) as stream:
+                        _check_npy_header(stream, member.file_size, where, member.filename)
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"{where}: expected a NumPy .npy or .npz file, got one that does "
                         f"not load ({type(exc).__name__}: {exc}).") from exc
 

@@ -8,10 +8,12 @@ dimensions (N, 28, 28)); labels are ``0x00000801`` (unsigned bytes, (N,)).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import DataError
-from ._io import atomic_write, read_bytes
+from ._io import atomic_write, check_size, open_stream, read_upto
 
 __all__ = ["load_idx", "write_idx", "load_mnist"]
 
@@ -29,34 +31,46 @@ def _describe_magic(magic):
 
 
 def _read_idx(path, where):
-    """Parse an IDX file; return (native-endian array, magic number)."""
-    raw = read_bytes(path, where=where, what="an IDX file")
-    if len(raw) < 4:
-        raise DataError(f"{where}: expected at least the 4-byte IDX magic number, got a "
-                        f"{len(raw)}-byte file. The file is truncated or not an IDX file.")
-    magic = int.from_bytes(raw[:4], "big")
-    code, rank = raw[2], raw[3]
-    if raw[0] != 0 or raw[1] != 0 or code not in _IDX_TYPES or rank == 0:
-        types = ", ".join(f"0x{c:02x}" for c in _IDX_TYPES)
-        raise DataError(
-            f"{where}: expected an IDX magic number 0x0000TTDD (two zero bytes, a type "
-            f"byte TT in {types}, a rank DD >= 1), got 0x{magic:08x}. This is not an IDX "
-            f"(MNIST-format) file.")
-    header = 4 + 4 * rank
-    if len(raw) < header:
-        raise DataError(f"{where}: expected a {header}-byte header for rank {rank}, got "
-                        f"{len(raw)} bytes. The file is truncated.")
-    shape = tuple(int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(rank))
-    dtype = np.dtype(_IDX_TYPES[code])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    actual = len(raw) - header
-    if actual != expected:
-        what = "truncated" if actual < expected else "longer than its header says"
-        raise DataError(
-            f"{where}: expected {expected} data bytes after the {header}-byte header "
-            f"(shape {shape} of {dtype.name}), got {actual}. The file is {what}; fetch "
-            f"it again.")
-    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    """Parse an IDX file; return (native-endian array, magic number).
+
+    Reads the header, then exactly the bytes it promises plus one: a file
+    (or a gzip stream) longer than its header says is refused unread.
+    """
+    with open_stream(path, where=where, what="an IDX file") as (stream, size):
+        raw = stream.read(4)
+        if len(raw) < 4:
+            raise DataError(f"{where}: expected at least the 4-byte IDX magic number, got "
+                            f"a {len(raw)}-byte file. The file is truncated or not an IDX "
+                            f"file.")
+        magic = int.from_bytes(raw, "big")
+        code, rank = raw[2], raw[3]
+        if raw[0] != 0 or raw[1] != 0 or code not in _IDX_TYPES or rank == 0:
+            types = ", ".join(f"0x{c:02x}" for c in _IDX_TYPES)
+            raise DataError(
+                f"{where}: expected an IDX magic number 0x0000TTDD (two zero bytes, a type "
+                f"byte TT in {types}, a rank DD >= 1), got 0x{magic:08x}. This is not an "
+                f"IDX (MNIST-format) file.")
+        header = 4 + 4 * rank
+        dims = stream.read(4 * rank)
+        if len(dims) < 4 * rank:
+            raise DataError(f"{where}: expected a {header}-byte header for rank {rank}, "
+                            f"got {4 + len(dims)} bytes. The file is truncated.")
+        shape = tuple(int.from_bytes(dims[4 * k: 4 + 4 * k], "big") for k in range(rank))
+        dtype = np.dtype(_IDX_TYPES[code])
+        expected = math.prod(shape) * dtype.itemsize
+        actual = None if size is None else size - header
+        if actual is None or actual == expected:
+            check_size(expected, where=where, what=f"an IDX array of shape {shape}")
+            body = read_upto(stream, expected)
+            actual = len(body) + len(stream.read(1))     # one byte more: too long
+        if actual != expected:
+            what = "truncated" if actual < expected else "longer than its header says"
+            got = f"{actual}" if size is not None or actual < expected else f"at least {actual}"
+            raise DataError(
+                f"{where}: expected {expected} data bytes after the {header}-byte header "
+                f"(shape {shape} of {dtype.name}), got {got}. The file is {what}; fetch "
+                f"it again.")
+    array = np.frombuffer(body, dtype=dtype).reshape(shape)
     return array.astype(dtype.newbyteorder("=")), magic
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .._validation import as_pair
 from ..errors import DataError
-from ._io import existing_dir
+from ._io import check_size, existing_dir
 from .arrays import as_images, as_masks
 from .dataset import ArrayDataset
 
@@ -31,10 +33,40 @@ def _listing(folder):
                   and not p.name.startswith("."))
 
 
+def _open(image_lib, path, where):
+    """Pillow's lazy open (the header only); a decompression bomb is a DataError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", image_lib.DecompressionBombWarning)
+            return image_lib.open(path)
+    except (image_lib.DecompressionBombError, image_lib.DecompressionBombWarning) as exc:
+        raise DataError(f"{where}: expected images of at most {image_lib.MAX_IMAGE_PIXELS} "
+                        f"pixels (Pillow's decompression-bomb limit), got {str(path)!r} "
+                        f"({exc}). Downscale it first.") from exc
+
+
+def _check_folder_size(image_lib, paths, *, channels, size, where):
+    """Sum the decoded size from the headers alone, before any image is decoded."""
+    pixels = 0
+    for path in paths:
+        if size is not None:
+            pixels += size[0] * size[1]
+            continue
+        try:
+            with _open(image_lib, path, where) as im:
+                pixels += im.size[0] * im.size[1]
+        except (OSError, ValueError, SyntaxError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            continue                         # unreadable: _read names it below
+    # uint8 pixels, their stack, then float32 images
+    check_size(6 * channels * pixels, where=where, what=f"{len(paths)} images")
+
+
 def _read(image_lib, path, *, mode, size, resample, where):
     """One image as a (H, W) or (H, W, C) uint8/int array, resized if asked."""
     try:
-        with image_lib.open(path) as im:
+        with _open(image_lib, path, where) as im:
             if mode == "mask":
                 if im.mode in ("RGB", "RGBA", "LA"):
                     bands = np.asarray(im.convert("RGB"))
@@ -134,6 +166,8 @@ def load_image_folder(path, *, mask_dir=None, size=None, grayscale=True, dtype=n
     image_lib = _pillow()
     resampling = getattr(image_lib, "Resampling", image_lib)  # Pillow >= 9.1 has the enum
     mode = "L" if grayscale else "RGB"
+    _check_folder_size(image_lib, paths, channels=1 if grayscale else 3, size=size,
+                       where=where)
     pixels = [_read(image_lib, p, mode=mode, size=size, resample=resampling.BILINEAR,
                     where=where) for p in paths]
     raw = _stack(pixels, paths, where)

@@ -80,14 +80,15 @@ def add_segment_arguments(p):
     p.add_argument("--checkpoint", default=None, help="load this autoencoder, do not train")
     p.add_argument("--channels", type=int, nargs="+", default=d["channels"],
                    help="'full' conv autoencoder: maps per encoder layer")
-    p.add_argument("--kernel-size", type=int, default=d["kernel_size"])
+    p.add_argument("--kernel-size", type=int, default=d["kernel_size"], help="kxk kernels")
     p.add_argument("--epochs", type=int, default=d["epochs"], help="autoencoder epochs")
     p.add_argument("--lr", type=float, default=d["lr"], help="autoencoder learning rate")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per step")
     p.add_argument("--corruption", choices=("none", "gaussian", "masking", "salt_pepper"),
                    default=d["corruption"],
                    help="denoising autoencoder: corrupt its inputs this way (default masking)")
-    p.add_argument("--corruption-level", type=float, default=d["corruption_level"])
+    p.add_argument("--corruption-level", type=float, default=d["corruption_level"],
+                   help="gaussian: standard deviation; masking, salt_pepper: probability")
     p.add_argument("--pretrain-on", choices=("all", "train"), default=d["pretrain_on"],
                    help="autoencoder images: all (unlabelled pretraining on every image, "
                         "held-out ones included; no masks are used) or train only")
@@ -99,8 +100,8 @@ def add_segment_arguments(p):
     p.add_argument("--n-init", type=int, default=d["n_init"], help="k-means restarts")
     p.add_argument("--head-hidden", type=int, nargs="*", default=d["head_hidden"],
                    help="head hidden widths (none: a 1x1 convolution)")
-    p.add_argument("--head-epochs", type=int, default=d["head_epochs"])
-    p.add_argument("--head-lr", type=float, default=d["head_lr"])
+    p.add_argument("--head-epochs", type=int, default=d["head_epochs"], help="head epochs")
+    p.add_argument("--head-lr", type=float, default=d["head_lr"], help="head learning rate")
     p.add_argument("--dice-weight", type=float, default=d["dice_weight"],
                    help="add this times the Dice loss to the head's cross-entropy")
     p.add_argument("--finetune", action="store_true",
@@ -115,8 +116,9 @@ def add_segment_arguments(p):
                    help="held-out images per overlay PNG")
     p.add_argument("--out", default=d["out"], help="folder for the overlay PNGs")
     p.add_argument("--json", default=None, help="write the metrics table as JSON here")
-    p.add_argument("--backend", choices=("numpy", "numba", "cupy"), default=None)
-    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--backend", choices=("numpy", "numba", "cupy"), default=None,
+                   help="compute backend")
+    p.add_argument("--seed", type=int, default=d["seed"], help="seeds data, split, weights")
 
 
 def _options(opts):
