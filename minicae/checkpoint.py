@@ -23,13 +23,11 @@ See docs/checkpoints.md.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -38,6 +36,7 @@ import numpy
 from numpy.lib import format as npy_format
 
 from . import __version__
+from ._runfiles import atomic_write
 from .backend import to_numpy
 from .errors import CheckpointError
 from .nn.module import Module
@@ -47,7 +46,8 @@ __all__ = ["save", "load", "load_state", "Checkpoint", "CheckpointState",
 
 FORMAT_NAME = "minicae-checkpoint"
 FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+# version 2: a model saved without a rebuild recipe (config null); files with one stay 1
+SUPPORTED_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 # plain numeric dtypes, little-endian (save converts big-endian arrays)
 _DTYPES = frozenset({"|b1", "|i1", "<i2", "<i4", "<i8", "|u1", "<u2", "<u4", "<u8",
@@ -119,45 +119,6 @@ def _write_zip(f, manifest_bytes, members):
             zf.writestr(info, data, compress_type=zipfile.ZIP_STORED)
 
 
-def _fsync_directory(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # directories cannot be opened on some platforms (Windows)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on a directory; the replace still happened
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path, write, where):
-    """Call ``write(file)`` on a temporary file, then move it onto ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise CheckpointError(f"{where}: expected an existing directory for {path!r}, got "
-                              f"none at {directory!r}. Create it first.")
-    try:
-        mode = os.stat(path).st_mode & 0o777
-    except OSError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(directory)  # make the rename itself durable
-
-
 def save(path, model, optimizer=None, **metadata):
     """Write ``model`` (and ``optimizer``) to a checkpoint file, atomically.
 
@@ -168,8 +129,10 @@ def save(path, model, optimizer=None, **metadata):
         directory must exist. An existing file is replaced only once the new
         one is complete on disk.
     model : Module
-        A model with ``get_config()``, a JSON-able dict of constructor
-        arguments such that ``type(model)(**config)`` rebuilds it.
+        Any minicae Module: its parameters are always saved. When it has
+        ``get_config()`` (a JSON-able dict of constructor arguments such that
+        ``type(model)(**config)`` rebuilds it) the recipe is saved too;
+        without one, :func:`load` needs the model: ``load(path, model=m)``.
     optimizer : minicae.optim.Optimizer, optional
         Its ``state_dict()`` is stored: arrays under ``optim/``, the rest in
         the manifest.
@@ -181,8 +144,8 @@ def save(path, model, optimizer=None, **metadata):
     Raises
     ------
     TypeError
-        The model has no ``get_config``, or a config, metadata or optimizer
-        value is not JSON-able (the message names the key).
+        The model is not a Module, or a config, metadata or optimizer value
+        is not JSON-able (the message names the key).
     CheckpointError
         The target directory does not exist.
     OSError
@@ -192,12 +155,11 @@ def save(path, model, optimizer=None, **metadata):
     path = os.fspath(path)
     if not isinstance(model, Module):
         raise TypeError(f"{where}: expected a minicae Module, got {type(model).__name__}.")
-    if not callable(getattr(model, "get_config", None)):
-        raise TypeError(f"{where}: expected a model with get_config() (the constructor "
-                        f"arguments that rebuild it), got {type(model).__name__} without "
-                        f"one. Use a model from minicae.models or add get_config().")
-    config = model.get_config()
-    if not isinstance(config, dict):
+    try:
+        config = model.get_config() if callable(getattr(model, "get_config", None)) else None
+    except NotImplementedError:      # e.g. an Autoencoder subclass that adds no recipe
+        config = None
+    if config is not None and not isinstance(config, dict):
         raise TypeError(f"{where}: expected {type(model).__name__}.get_config() to return "
                         f"a dict, got {type(config).__name__}.")
     _check_json(config, where, "model config")
@@ -212,7 +174,7 @@ def save(path, model, optimizer=None, **metadata):
         for key, a in state["state"].items():
             arrays[f"optim/{key}"] = _host_array(a, where, key)
     manifest = {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION if config is not None else 2,
         "minicae_version": __version__,
         "model": {"class": type(model).__name__, "config": config},
         "arrays": [{"name": name, "shape": list(a.shape), "dtype": a.dtype.str,
@@ -221,7 +183,10 @@ def save(path, model, optimizer=None, **metadata):
         "optimizer": optimizer_json, "metadata": metadata}
     manifest_bytes = json.dumps(manifest, indent=1).encode("utf-8")
     members = [(f"{name}.npy", _npy_bytes(a)) for name, a in arrays.items()]
-    _atomic_write(path, lambda f: _write_zip(f, manifest_bytes, members), where)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise CheckpointError(f"{where}: expected an existing directory for {path!r}, got "
+                              f"none. Create it first.")
+    atomic_write(path, lambda f: _write_zip(f, manifest_bytes, members))
 
 
 def _fail(where, what):
@@ -264,7 +229,8 @@ def _check_manifest(raw, where):
     version = manifest.get("format_version")
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
         newer = type(version) is int and version > max(SUPPORTED_VERSIONS)
-        raise _fail(where, f"expected format version {FORMAT_VERSION}, got {version!r}."
+        raise _fail(where, f"expected format version "
+                           f"{' or '.join(map(str, SUPPORTED_VERSIONS))}, got {version!r}."
                            + (" It was written by a newer minicae; upgrade minicae to read "
                               "it." if newer else " Unsupported format version."))
     kinds = {"minicae_version": str, "model": dict, "arrays": list,
@@ -275,7 +241,9 @@ def _check_manifest(raw, where):
                                f"{getattr(kind, '__name__', 'dict or null')}, got "
                                f"{type(manifest.get(key)).__name__}.")
     model = manifest["model"]
-    if not (isinstance(model.get("class"), str) and isinstance(model.get("config"), dict)):
+    config_types = dict if version == 1 else (dict, type(None))
+    if not (isinstance(model.get("class"), str)
+            and isinstance(model.get("config"), config_types)):
         raise _fail(where, f"expected manifest model to be {{'class': str, 'config': dict}},"
                            f" got {model!r}.")
     entries = [_check_entry(e, where) for e in manifest["arrays"]]
@@ -389,12 +357,57 @@ def _model_class(name, map_model, where):
     if name not in registry:
         known = sorted({*registry, *(map_model or {})})
         raise _fail(where, f"unknown model class {name!r}; known classes: {known}. Pass "
-                           f"map_model={{{name!r}: YourClass}} for your own models.")
+                           f"map_model={{{name!r}: YourClass}} to rebuild your own model, "
+                           f"or model=your_model to fill one you built.")
     return registry[name]
 
 
-def load(path, *, map_model=None):
-    """Load a checkpoint: rebuild the model and return its saved state.
+def _check_implied_size(cls, name, config, arrays, where):
+    """Refuse a config that implies other parameter counts than the file holds.
+
+    Runs before the model is built, so a few-byte file cannot make the
+    constructor allocate gigabytes.
+    """
+    try:
+        from .models import parameter_count  # lazy, as in _model_class
+    except ImportError:
+        return
+    try:
+        implied = parameter_count(cls, config)
+    except Exception as exc:
+        raise _fail(where, f"the saved config does not describe a {name} "
+                           f"({type(exc).__name__}: {exc}).") from exc
+    held = sum(a.size for k, a in arrays.items() if k.startswith("model/"))
+    if implied is not None and implied != held:
+        raise _fail(where, f"the saved config of {name} implies {implied} parameters, but "
+                           f"the file holds {held}. The file is corrupt or was tampered "
+                           f"with; nothing was built.")
+
+
+def _fill(model, name, config, params, where):
+    """Load ``params`` into the caller's ``model`` after checking it is the saved one."""
+    if type(model).__name__ != name:
+        raise _fail(where, f"expected a {name} (the saved model), got "
+                           f"{type(model).__name__}.")
+    if config is not None and callable(getattr(model, "get_config", None)):
+        mine = json.loads(json.dumps(model.get_config()))
+        diff = sorted(k for k in {*mine, *config} if k != "seed"
+                      and mine.get(k) != config.get(k))
+        if diff:
+            got = ", ".join(f"{k}={mine.get(k)!r} (saved {config.get(k)!r})" for k in diff)
+            raise _fail(where, f"the model's config differs from the saved {name}: {got}. "
+                               f"Build the model with the saved config, or load(path) "
+                               f"to rebuild it.")
+    try:
+        model.load_state_dict(params)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise _fail(where, f"the saved parameters do not fit this {name} "
+                           f"({type(exc).__name__}: {exc}).") from exc
+    return model
+
+
+def load(path, *, map_model=None, model=None):
+    """Load a checkpoint: rebuild the model (or fill yours) and return its state.
 
     Parameters
     ----------
@@ -403,11 +416,18 @@ def load(path, *, map_model=None):
     map_model : dict of str -> type, optional
         Model classes by name, looked up before ``minicae.models.MODELS``
         (for models defined outside minicae).
+    model : Module, optional
+        Load the weights into this model instead of rebuilding one. Needed
+        for models saved without ``get_config()`` (e.g. a hand-built
+        ``nn.Sequential``): build the same model, then ``load(path,
+        model=m)``. Its class name must be the saved one, its config (when
+        both have one) equal up to the seed, and its parameters the same
+        names and shapes.
 
     Returns
     -------
     Checkpoint
-        ``(model, optimizer_state, metadata)``: the rebuilt model with its
+        ``(model, optimizer_state, metadata)``: the model with its
         parameters loaded (in the saved dtype, on the active backend), the
         dict to pass to ``optimizer.load_state_dict`` (None if no optimizer
         was saved), and the metadata dict.
@@ -416,14 +436,37 @@ def load(path, *, map_model=None):
     ------
     CheckpointError
         Everything :func:`load_state` raises, plus an unknown model class, a
-        config that does not rebuild the model, or parameters that do not
-        fit the rebuilt model.
+        model saved without a recipe and no ``model=``, a config that does
+        not rebuild the model or implies other parameter sizes than the file
+        holds, or parameters that do not fit the model.
     """
     path = os.fspath(path)
     where = f"load({path!r})"
     manifest, arrays = load_state(path)
     name, config = manifest["model"]["class"], manifest["model"]["config"]
-    cls = _model_class(name, map_model, where)
+    params = {k[len("model/"):]: a for k, a in arrays.items() if k.startswith("model/")}
+    if model is not None:
+        if not isinstance(model, Module):
+            raise TypeError(f"{where}: expected model to be a minicae Module, got "
+                            f"{type(model).__name__}.")
+        _fill(model, name, config, params, where)
+    elif config is None:
+        raise _fail(where, f"the {name} was saved without a rebuild recipe (it has no "
+                           f"get_config()). Build the same model in your code and pass "
+                           f"it: load(path, model=your_{name.lower()}).")
+    else:
+        cls = _model_class(name, map_model, where)
+        _check_implied_size(cls, name, config, arrays, where)
+        model = _build(cls, name, config, params, where)
+    optimizer_state = None
+    if manifest["optimizer"] is not None:
+        optimizer_state = {**manifest["optimizer"],
+                           "state": {k[len("optim/"):]: a for k, a in arrays.items()
+                                     if k.startswith("optim/")}}
+    return Checkpoint(model, optimizer_state, manifest["metadata"])
+
+
+def _build(cls, name, config, params, where):
     try:
         model = cls(**config)
     except Exception as exc:
@@ -432,7 +475,6 @@ def load(path, *, map_model=None):
     if not isinstance(model, Module):
         raise _fail(where, f"expected {name}(**config) to build a minicae Module, got "
                            f"{type(model).__name__}.")
-    params = {k[len("model/"):]: a for k, a in arrays.items() if k.startswith("model/")}
     saved_dtypes = {a.dtype for a in params.values()}
     if len(saved_dtypes) == 1 and saved_dtypes != {p.data.dtype for p in model.parameters()}:
         model.astype(saved_dtypes.pop())  # e.g. a model saved after .astype(float64)
@@ -441,10 +483,4 @@ def load(path, *, map_model=None):
     except (KeyError, ValueError, TypeError) as exc:
         raise _fail(where, f"the saved parameters do not fit the rebuilt {name} "
                            f"({type(exc).__name__}: {exc}).") from exc
-    optimizer_state = None
-    if manifest["optimizer"] is not None:
-        optimizer_state = {**manifest["optimizer"],
-                           "state": {k[len("optim/"):]: a for k, a in arrays.items()
-                                     if k.startswith("optim/")}}
-    return Checkpoint(model, optimizer_state, manifest["metadata"])
-
+    return model

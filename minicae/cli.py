@@ -1,8 +1,8 @@
 """Command-line interface: argument parsing, printing and exit codes only.
 
 Errors raised on purpose (``ValueError``, ``TypeError``, missing files) end
-the command with one line on stderr and status 2; Ctrl-C during training
-writes a checkpoint, says how to resume and exits with status 130.
+the command with one line on stderr and status 2; Ctrl-C (SIGTERM) during
+training writes a checkpoint, says how to resume and exits with status 130 (143).
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ def _cmd_train(args):
     import numpy as np
 
     from . import checkpoint, plots
+    from ._runfiles import atomic_write
     from .backend import keep_freed_memory, set_backend
     from .train import TrainingInterrupted, corrupt, fit
 
@@ -137,6 +138,7 @@ def _cmd_train(args):
                                               "distributed")}
         if args.epochs is not None:
             keep["epochs"] = args.epochs
+        ignored = _ignored_on_resume(args, saved, keep)
         vars(args).update(saved)
         vars(args).update(keep)
     if args.epochs is None:
@@ -152,14 +154,19 @@ def _cmd_train(args):
     say = print if writer else (lambda *a, **k: None)
     images, _ = _load_images(args)
     if args.resume:
-        model = checkpoint.load(ckpt_path).model
+        if ignored:
+            say(ignored, file=sys.stderr)
+        state = checkpoint.load(ckpt_path)
+        model, done = state.model, state.metadata.get("epoch", 0)
+        if done >= args.epochs and not state.metadata.get("batches_done"):
+            say(f"minicae train: the run in {out} has finished {done} epoch(s); nothing "
+                f"to train. Resume with --epochs N (N > {done}) to continue.",
+                file=sys.stderr)
+            return 0
     else:
         model = _build_model(args, images)
-        if writer:
-            os.makedirs(out, exist_ok=True)
-            with open(run_path, "w") as fh:
-                json.dump({k: v for k, v in vars(args).items() if k != "func"}, fh,
-                          indent=1)
+    run_json = json.dumps({k: v for k, v in vars(args).items() if k not in ("func", "argv")},
+                          indent=1).encode("utf-8")
     say(f"model: {model.get_config()}")
     say(f"data: {images.shape[0]} images of shape {tuple(images.shape[1:])}; "
         f"out: {out}" + (f"; {ctx.size} MPI ranks x batch {args.batch_size}" if ctx else ""))
@@ -171,12 +178,14 @@ def _cmd_train(args):
                       early_stopping=args.patience, checkpoint_dir=out,
                       resume=args.resume, progress=not args.no_progress,
                       on_nonfinite=args.on_nonfinite,
-                      callback=_print_epoch if writer else None, distributed=ctx)
+                      callback=_print_epoch if writer else None, distributed=ctx,
+                      on_start=lambda: atomic_write(run_path, lambda fh: fh.write(run_json)))
     except TrainingInterrupted as exc:
-        say(f"\ninterrupted at epoch {exc.epoch}, batch {exc.batch}; checkpoint written "
-              f"to {exc.checkpoint_path}.\nResume with: minicae train --out {out} "
-              f"--resume (same data and seed)", file=sys.stderr)
-        return 130
+        say(f"minicae train: {exc.signal.name} at epoch {exc.epoch}, batch {exc.batch}; "
+            f"checkpoint written to {exc.checkpoint_path}. Resume with: "
+            f"{'mpirun ... ' if ctx else ''}minicae train --out {out} --resume"
+            f"{' --distributed' if ctx else ''}", file=sys.stderr)
+        return 128 + exc.signal.value
     if not writer:
         return 0
     pictures = {}
@@ -205,6 +214,18 @@ def _cmd_train(args):
     for name, path in pictures.items():
         print(f"{name}: {path}")
     return 0
+
+
+def _ignored_on_resume(args, saved, keep):
+    """A warning naming each flag given with --resume that the saved run overrides."""
+    given = {tok[2:].split("=")[0].replace("-", "_") for tok in getattr(args, "argv", ())
+             if tok.startswith("--")}
+    ignored = [f"--{k.replace('_', '-')} {getattr(args, k)!r} (the run has {saved[k]!r})"
+               for k in sorted(given) if k in saved and k not in keep
+               and getattr(args, k) != saved[k]]
+    return ignored and (f"minicae train: --resume continues the saved run, so these flags "
+                        f"are ignored: {', '.join(ignored)}. Start a new run (another "
+                        f"--out) to change them.")
 
 
 def _print_epoch(record):
@@ -372,6 +393,7 @@ def main(argv=None):
     args, extra = parser.parse_known_args(argv)
     if extra:                               # name the subcommand whose flags they are not
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # which flags were given
     try:
         check_args(args)
         # the trainer reports a NaN/inf loss itself, in one line: no NumPy warnings first

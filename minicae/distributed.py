@@ -23,6 +23,12 @@ Penalties that are means over samples (L1 activity, contractive) average
 exactly too; KL sparsity's :math:`\hat\rho_j` is a batch statistic and is
 estimated per rank (like batch normalisation without synchronisation).
 
+Every collective waits at most ``timeout`` seconds (default 300, or the
+environment variable ``MINICAE_MPI_TIMEOUT``): a rank that was stopped,
+killed or hangs would otherwise hold the others in the Allreduce forever.
+On timeout the waiting rank prints one line naming itself and the step,
+and aborts the whole MPI job (``MPI_Abort``).
+
 MPI library: mpi4py (``pip install "minicae[mpi]"``) over a system MPI, e.g.
 Debian's ``apt-get install openmpi-bin libopenmpi-dev``. On the CuPy backend
 the flat buffer is packed on the GPU and copied to the host for MPI, unless a
@@ -33,6 +39,9 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import os
+import sys
+import time
 
 import numpy
 
@@ -40,8 +49,10 @@ from .backend import get_backend, to_numpy
 from .errors import BackendUnavailableError
 
 __all__ = ["MPIContext", "GradientAllreduce", "init", "mpi_available", "cuda_aware_mpi",
-           "allreduce_grads", "broadcast_parameters"]
+           "allreduce_grads", "broadcast_parameters", "collective_timeout", "wait",
+           "DEFAULT_TIMEOUT"]
 
+DEFAULT_TIMEOUT = 300.0       # seconds a collective may wait for the other ranks
 _INSTALL_HINT = ('Install the MPI library (Debian/Ubuntu: apt-get install openmpi-bin '
                  'libopenmpi-dev) and then mpi4py with: pip install "minicae[mpi]".')
 
@@ -54,6 +65,43 @@ def _import_mpi(where):
         raise BackendUnavailableError(
             f"{where}: expected mpi4py and an MPI library, got "
             f"{type(exc).__name__}: {exc}. {_INSTALL_HINT}") from exc
+
+
+def collective_timeout(timeout=None):
+    """``timeout`` if given, else ``MINICAE_MPI_TIMEOUT``, else 300 seconds."""
+    if timeout is None:
+        raw = os.environ.get("MINICAE_MPI_TIMEOUT", "")
+        try:
+            timeout = float(raw) if raw else DEFAULT_TIMEOUT
+        except ValueError:
+            raise ValueError(f"MINICAE_MPI_TIMEOUT: expected a number of seconds, got "
+                             f"{raw!r}.") from None
+    if not timeout > 0:
+        raise ValueError(f"MPI timeout: expected a number of seconds > 0, got {timeout!r}.")
+    return float(timeout)
+
+
+def wait(request, comm, timeout, what):
+    """Wait for a nonblocking collective; after ``timeout`` s, abort the MPI job.
+
+    Polls ``request.Test()`` (which also drives MPI's progress): busily for the
+    first millisecond, then sleeping up to 10 ms between polls, so a long wait
+    does not spin a core.
+    """
+    start = time.monotonic()
+    pause = 0.0
+    while not request.Test():
+        waited = time.monotonic() - start
+        if waited > timeout:
+            sys.stderr.write(f"minicae: rank {comm.Get_rank()} of {comm.Get_size()} waited "
+                             f"{waited:.0f} s for the other ranks at {what}; one of them "
+                             f"stopped or hangs. Aborting the MPI job (MINICAE_MPI_TIMEOUT "
+                             f"sets the wait).\n")
+            sys.stderr.flush()
+            comm.Abort(1)
+        if waited > 1e-3:
+            time.sleep(pause)
+            pause = min(max(2 * pause, 1e-5), 0.01)
 
 
 def mpi_available():
@@ -103,6 +151,8 @@ class GradientAllreduce:
     cuda_aware : bool, optional
         On the CuPy backend, hand the GPU buffer to MPI directly. Default:
         :func:`cuda_aware_mpi`. Ignored on the CPU backends.
+    timeout : float, optional
+        Seconds to wait for the other ranks (see :func:`collective_timeout`).
 
     Notes
     -----
@@ -113,8 +163,9 @@ class GradientAllreduce:
     and without scalars the plain mean :math:`\frac{1}{R}\sum_r g_r`.
     """
 
-    def __init__(self, comm, *, cuda_aware=None):
+    def __init__(self, comm, *, cuda_aware=None, timeout=None):
         self.comm = comm
+        self.timeout = collective_timeout(timeout)
         self._MPI = _import_mpi("GradientAllreduce")
         self._cuda_aware = cuda_aware
         self._layout = None
@@ -135,13 +186,16 @@ class GradientAllreduce:
             self._layout = layout
         return self._device_buf, self._host_buf
 
-    def __call__(self, model, scalars=None):
+    def __call__(self, model, scalars=None, *, label=None):
         """Average ``model``'s gradients in place; return the summed ``scalars``.
 
         ``scalars`` (a sequence of floats) rides in the same buffer; when
         given, ``scalars[0]`` is the weight ``m_r`` of this rank's gradients.
         Returns a NumPy array of the scalars summed over ranks (empty if none).
+        ``label`` names the step in a timeout message (default: the call count).
         """
+        what = f"step {self.calls + 1}" + (f" ({label})" if label else "") + \
+            " in the gradient Allreduce"
         xp = get_backend().xp
         grads = [p.grad for p in model.parameters()]
         scalars = numpy.asarray([] if scalars is None else scalars, dtype=numpy.float64)
@@ -158,12 +212,14 @@ class GradientAllreduce:
         buf[start:] = xp.asarray(scalars, dtype=buf.dtype)
         if host is not None:                                 # stage through the host
             host[...] = to_numpy(buf)
-            self.comm.Allreduce(self._MPI.IN_PLACE, host, op=self._MPI.SUM)
+            wait(self.comm.Iallreduce(self._MPI.IN_PLACE, host, op=self._MPI.SUM),
+                 self.comm, self.timeout, what)
             buf[...] = xp.asarray(host)
         else:
             if xp.__name__ == "cupy":                        # MPI reads the buffer now
                 xp.cuda.get_current_stream().synchronize()
-            self.comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
+            wait(self.comm.Iallreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM),
+                 self.comm, self.timeout, what)
         self.calls += 1
         total = float(to_numpy(buf[start])) if scalars.size else float(self.comm.Get_size())
         start = 0
@@ -189,11 +245,12 @@ def allreduce_grads(model, comm, scalars=None):
     return _REDUCERS[key](model, scalars)
 
 
-def broadcast_parameters(model, comm, *, root=0):
+def broadcast_parameters(model, comm, *, root=0, timeout=None):
     """Copy every parameter of ``model`` from rank ``root`` to all ranks.
 
     One ``Bcast`` of a flat host buffer holding all parameters, so every rank
-    starts (or resumes) from bit-identical weights.
+    starts (or resumes) from bit-identical weights; ``timeout`` as for
+    :class:`GradientAllreduce`.
     """
     _import_mpi("broadcast_parameters")
     params = model.parameters()
@@ -202,7 +259,8 @@ def broadcast_parameters(model, comm, *, root=0):
     host = [to_numpy(p.data) for p in params]
     flat = numpy.concatenate([h.ravel() for h in host]).astype(
         numpy.result_type(*[h.dtype for h in host]))
-    comm.Bcast(flat, root=root)
+    wait(comm.Ibcast(flat, root=root), comm, collective_timeout(timeout),
+         "the start (broadcast of rank 0's weights)")
     xp = get_backend().xp
     start = 0
     for p, h in zip(params, host):
@@ -220,11 +278,12 @@ class MPIContext:
     step, and rank 0 as the only writer.
     """
 
-    def __init__(self, comm, *, cuda_aware=None):
+    def __init__(self, comm, *, cuda_aware=None, timeout=None):
         self.comm = comm
         self.rank = int(comm.Get_rank())
         self.size = int(comm.Get_size())
-        self._reducer = GradientAllreduce(comm, cuda_aware=cuda_aware)
+        self._reducer = GradientAllreduce(comm, cuda_aware=cuda_aware, timeout=timeout)
+        self.timeout = self._reducer.timeout
 
     @property
     def is_writer(self):
@@ -239,22 +298,22 @@ class MPIContext:
         """
         return numpy.random.SeedSequence([int(seed), self.rank])
 
-    def allreduce_grads(self, model, scalars=None):
+    def allreduce_grads(self, model, scalars=None, *, label=None):
         """Average gradients (and sum ``scalars``) with one Allreduce, buffer reused."""
-        return self._reducer(model, scalars)
+        return self._reducer(model, scalars, label=label)
 
     def broadcast_parameters(self, model, *, root=0):
         """Make every rank's weights equal rank ``root``'s."""
-        return broadcast_parameters(model, self.comm, root=root)
+        return broadcast_parameters(model, self.comm, root=root, timeout=self.timeout)
 
     def barrier(self):
-        self.comm.Barrier()
+        wait(self.comm.Ibarrier(), self.comm, self.timeout, "a barrier")
 
     def __repr__(self):
         return f"MPIContext(rank={self.rank}, size={self.size})"
 
 
-def init(comm=None, *, cuda_aware=None):
+def init(comm=None, *, cuda_aware=None, timeout=None):
     """Join the MPI job started by ``mpirun`` and return an :class:`MPIContext`.
 
     Parameters
@@ -264,6 +323,9 @@ def init(comm=None, *, cuda_aware=None):
     cuda_aware : bool, optional
         Force (True) or forbid (False) handing GPU buffers to MPI; default:
         detect with :func:`cuda_aware_mpi`.
+    timeout : float, optional
+        Seconds any collective waits for the other ranks before the job is
+        aborted; default ``MINICAE_MPI_TIMEOUT`` or 300.
 
     Raises
     ------
@@ -272,4 +334,5 @@ def init(comm=None, *, cuda_aware=None):
         them.
     """
     MPI = _import_mpi("minicae.distributed.init")
-    return MPIContext(comm if comm is not None else MPI.COMM_WORLD, cuda_aware=cuda_aware)
+    return MPIContext(comm if comm is not None else MPI.COMM_WORLD, cuda_aware=cuda_aware,
+                      timeout=timeout)

@@ -25,7 +25,7 @@ from ._validation import check_choice, check_positive_int
 from .functional import output_padding_for
 
 __all__ = ["Autoencoder", "DenseAutoencoder", "ConvAutoencoder", "MODELS",
-           "build_penalty", "model_from_config"]
+           "build_penalty", "model_from_config", "parameter_count"]
 
 PENALTY_KINDS = ("l1", "kl", "contractive")
 ACTIVATION_NAMES = ("relu", "leaky_relu", "sigmoid", "tanh")
@@ -322,3 +322,27 @@ def model_from_config(class_name, config):
         raise ValueError(f"model_from_config: expected a model class among "
                          f"{sorted(MODELS)}, got {class_name!r}.")
     return MODELS[class_name](**config)
+
+
+def parameter_count(cls, config):
+    """How many parameter values ``cls(**config)`` would allocate, without building it.
+
+    None for a class it does not know. Checkpoint loading compares this with
+    the file before building, so a crafted config cannot allocate gigabytes.
+    """
+    import inspect
+
+    if cls not in (DenseAutoencoder, ConvAutoencoder):
+        return None
+    args = inspect.signature(cls).bind(**config)
+    args.apply_defaults()
+    c = args.arguments
+    if cls is DenseAutoencoder:
+        enc = [int(c["in_features"]), *map(int, c["hidden"])]
+        dec = [enc[-1], *map(int, c["decoder_hidden"]), enc[0]]
+        return sum(a * b + b for chain in (enc, dec) for a, b in zip(chain, chain[1:]))
+    sizes = [int(c["in_channels"]), *map(int, c["channels"])]
+    k = c["kernel_size"]
+    kernels = [int(k)] * (len(sizes) - 1) if isinstance(k, int) else list(map(int, k))
+    # an encoder conv s_i -> s_i+1 and its mirror s_i+1 -> s_i, k x k, with biases
+    return sum(2 * kk * kk * a * b + a + b for kk, a, b in zip(kernels, sizes, sizes[1:]))

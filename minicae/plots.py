@@ -6,8 +6,11 @@ imported on first use with the Agg backend, so no display is needed.
 
 from __future__ import annotations
 
+import os
+
 import numpy
 
+from ._runfiles import atomic_write
 from .backend import to_device, to_numpy
 
 __all__ = ["save_reconstructions", "save_filters", "save_loss_curves", "save_overlays"]
@@ -22,6 +25,12 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def _savefig(fig, path, **kw):
+    """Write a figure through the atomic writer: the old picture or the new one."""
+    fmt = os.path.splitext(os.fspath(path))[1][1:].lower() or "png"
+    atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, **{"dpi": 80, **kw}))
 
 
 def _as_image(a):
@@ -57,7 +66,7 @@ def save_reconstructions(model, x, path, *, n=8, x_input=None):
             ax.set_yticks([])
         axes[r][0].set_ylabel(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    _savefig(fig, path)
     plt.close(fig)
     return path
 
@@ -95,7 +104,7 @@ def save_filters(model, path, *, max_filters=32):
                  fontsize=9)
     fig.tight_layout()
     fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.9, label="weight")
-    fig.savefig(path, dpi=80)
+    _savefig(fig, path)
     plt.close(fig)
     return path
 
@@ -115,7 +124,7 @@ def save_loss_curves(history, path):
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    _savefig(fig, path)
     plt.close(fig)
     return path
 
@@ -139,6 +148,6 @@ def save_overlays(images, truths, predictions, path, *, titles=("image", "truth"
             if i == 0:
                 ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    _savefig(fig, path)
     plt.close(fig)
     return path

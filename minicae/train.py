@@ -10,6 +10,8 @@ checkpoint stores the seed, the epoch and the number of batches done, which
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import inspect
 import json
 import math
@@ -23,6 +25,7 @@ import numpy
 
 from . import checkpoint as ckpt
 from . import nn
+from ._runfiles import RunLock, atomic_write
 from ._validation import (check_choice, check_in_open_interval, check_nonnegative_float,
                           check_positive_float, check_positive_int)
 from .backend import to_device
@@ -36,13 +39,14 @@ CORRUPTIONS = ("gaussian", "masking", "salt_pepper")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Raised by :func:`fit` after SIGINT, once the checkpoint is written."""
+    """Raised by :func:`fit` after SIGINT or SIGTERM, once the checkpoint is written."""
 
-    def __init__(self, checkpoint_path, epoch, batch):
+    def __init__(self, checkpoint_path, epoch, batch, signum=signal.SIGINT):
         super().__init__(f"interrupted at epoch {epoch}, batch {batch}")
         self.checkpoint_path = checkpoint_path
         self.epoch = epoch
         self.batch = batch
+        self.signal = signal.Signals(signum)
 
 
 @dataclass
@@ -67,12 +71,8 @@ class History:
 
     def save(self, path):
         """Write ``history.json`` atomically."""
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        text = json.dumps(self.to_dict(), indent=1)
+        atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def corrupt(x, kind, level, rng):
@@ -146,47 +146,75 @@ def evaluate(model, x, loss="mse", *, batch_size=256):
         xb = to_device(x[start:start + batch_size])
         x_hat = model(xb)
         total += loss(x_hat, xb) * len(xb)
-        z = model.code_
-        l0 += float((z != 0).reshape(len(xb), -1).sum())
+        z = getattr(model, "code_", None)       # a hand-built Sequential keeps no code
+        l0 = None if z is None else l0 + float((z != 0).reshape(len(xb), -1).sum())
     model.train(was_training)
-    return total / n, l0 / n
+    return total / n, None if l0 is None else l0 / n
 
 
-class _SigintFlag:
-    """First Ctrl-C sets a flag checked between batches; the second one aborts."""
+class _StopFlag:
+    """SIGINT or SIGTERM sets a flag checked between batches; a second one aborts."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.hit = False
-        self._previous = None
+        self.hit = 0                # the signal number, 0 until one arrives
+        self._previous = {}
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:          # not the main thread: leave SIGINT alone
-            self._previous = None
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:      # not the main thread: leave the signals alone
+                pass
         return self
 
     def _handle(self, signum, frame):
         if self.hit:
             raise KeyboardInterrupt
-        self.hit = True
+        self.hit = signum
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
         return False
+
+
+def _fingerprint(x):
+    """Shape, dtype and SHA-256 of an image array: what resume checks the data against."""
+    digest = hashlib.sha256()
+    rows = max(1, (1 << 24) // max(1, x[:1].nbytes))        # hash ~16 MB at a time
+    for start in range(0, len(x), rows):
+        digest.update(numpy.ascontiguousarray(x[start:start + rows]).data)
+    return {"shape": list(x.shape), "dtype": x.dtype.str, "sha256": digest.hexdigest()}
+
+
+def _check_same_data(saved, fingerprints, where):
+    """Refuse to resume on data other than the checkpoint's (shape, dtype, SHA-256)."""
+    for key, now in fingerprints.items():
+        was = saved.get(key)
+        if was is None:
+            continue
+        for item in ("shape", "dtype", "sha256"):
+            if now[item] != was[item]:
+                fmt = tuple if item == "shape" else str
+                raise ValueError(f"{where}: the checkpoint was trained on {key} with "
+                                 f"{item} {fmt(was[item])}, got {fmt(now[item])}. Resume "
+                                 f"with the same data, or start a new run.")
 
 
 def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=64,
         x_val=None, val_fraction=0.1, seed=0, corruption=None, corruption_level=0.2,
         early_stopping=None, checkpoint_dir=None, resume=False, progress=True,
         on_nonfinite="raise", scheduler=None, callback=None, reduce_grads=None,
-        is_writer=True, distributed=None):
+        is_writer=True, distributed=None, on_start=None):
     """Train ``model`` to reconstruct ``x`` and return a :class:`History`.
 
     Parameters
     ----------
-    model : minicae.models.Autoencoder (or any Module with forward/backward/code_)
+    model : minicae.models.Autoencoder or any Module with forward and backward
+        (e.g. a hand-built ``nn.Sequential``; ‖z‖₀ is reported when it keeps
+        its code in ``code_``)
     x : ndarray of shape (N, C, H, W) or (N, D), float, on the host
     loss : 'mse', 'bce' or a loss object
     optimizer : 'adam' (default), 'adamw', 'sgd' or an optimizer object
@@ -203,9 +231,13 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
         Stop after this many epochs without a better validation loss.
     checkpoint_dir : path, optional
         Writes ``checkpoint.npz`` (every epoch, atomically), ``best.npz`` and
-        ``history.json`` there.
+        ``history.json`` there, holding ``train.lock`` (our pid) meanwhile: a
+        second trainer on the same directory is refused; a lock left by a
+        dead process is taken over, with its temporary files.
     resume : bool
-        Continue from ``checkpoint_dir/checkpoint.npz`` (exactly).
+        Continue from ``checkpoint_dir/checkpoint.npz`` (exactly). Refused
+        when the model's class or config, the seed, or the data (shape, dtype
+        and SHA-256 of ``x`` and ``x_val``) differ from the checkpoint's.
     progress : bool
         A tqdm bar per epoch (when tqdm is installed) and, unless ``callback``
         is given, one printed line per epoch.
@@ -225,9 +257,17 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
         gradients (weighted by slice size) and sums the batch's loss and flags,
         and only rank 0 writes files or shows progress. A last global batch with
         fewer than ``size`` samples is dropped. See docs/distributed.md.
+    on_start : callable, optional
+        Called with no argument once every check has passed and the run
+        directory is locked, before the first batch (the CLI writes
+        ``run.json`` there, so a refused command writes nothing).
+
+    SIGINT or SIGTERM finishes the current batch, writes the checkpoint and
+    raises :class:`TrainingInterrupted`; a second signal aborts at once.
     """
     where = "fit"
     _check_data(x, where)
+    data = {"x": x, "x_val": x_val}          # as given, before any split
     epochs = check_positive_int(epochs, where=where, name="epochs")
     batch_size = check_positive_int(batch_size, where=where, name="batch_size")
     check_positive_float(lr, where=where, name="lr")
@@ -258,21 +298,18 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
         history.baseline_mse = float(((x_val - mean_image) ** 2).mean())
 
     path = best_path = None
+    fingerprints = {}
     if checkpoint_dir is not None:
-        if is_writer:
-            os.makedirs(checkpoint_dir, exist_ok=True)
         path = os.path.join(checkpoint_dir, "checkpoint.npz")
         best_path = os.path.join(checkpoint_dir, "best.npz")
+        fingerprints = {k: _fingerprint(v) for k, v in data.items() if v is not None}
     start_epoch, start_batch, partial = 0, 0, None
     best, stale = math.inf, 0
     if resume:
         if path is None or not os.path.exists(path):
             raise FileNotFoundError(f"{where}: resume=True but no checkpoint at "
                                     f"{path!r}. Start without --resume.")
-        state = ckpt.load(path)
-        model.load_state_dict(state.model.state_dict())
-        if state.optimizer_state is not None:
-            opt.load_state_dict(state.optimizer_state)
+        state = ckpt.load(path, model=model)     # refuses another class or config
         meta = state.metadata
         if meta.get("seed") != seed:
             raise ValueError(f"{where}: the checkpoint was trained with seed "
@@ -284,6 +321,9 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
                                   f"(missing {', '.join(missing)}), as best.npz does. "
                                   f"Resume from the checkpoint.npz the run wrote, or start "
                                   f"a new run.")
+        _check_same_data(meta.get("data", {}), fingerprints, where)
+        if state.optimizer_state is not None:
+            opt.load_state_dict(state.optimizer_state)
         history = History.from_dict(meta["history"])
         start_epoch, start_batch = meta["epoch"], meta["batches_done"]
         saved_ranks = meta.get("train", {}).get("ranks", 1)
@@ -291,7 +331,9 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
             raise ValueError(f"{where}: the checkpoint stopped mid-epoch with {saved_ranks} "
                              f"rank(s), got {n_ranks}. Resume with {saved_ranks} rank(s).")
         partial = meta.get("partial")
-        best, stale = meta.get("best", math.inf), meta.get("stale", 0)
+        # no best yet (stopped in the first epoch) is saved as null: JSON has no inf
+        best = math.inf if meta.get("best") is None else float(meta["best"])
+        stale = meta.get("stale", 0)
         if scheduler is not None and meta.get("scheduler"):
             scheduler.load_state_dict(meta["scheduler"])
     if distributed is not None:
@@ -304,7 +346,7 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
         if path is None or not is_writer:
             return
         meta = {"seed": seed, "epoch": epoch, "batches_done": batches_done,
-                "partial": partial_state, "history": history.to_dict(),
+                "partial": partial_state, "history": history.to_dict(), "data": fingerprints,
                 "best": best if math.isfinite(best) else None, "stale": stale,
                 "rng": {"scheme": "default_rng([seed, epoch(, batch, 1)])",
                         "seed": seed, "epoch": epoch, "batch": batches_done},
@@ -320,7 +362,13 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
                    inspect.signature(model.backward).parameters else {})
     bar = None
     model.train()
-    with _SigintFlag() as sigint:
+    lock = contextlib.nullcontext()
+    if checkpoint_dir is not None and is_writer:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        lock = RunLock(checkpoint_dir, where=where)
+    with lock, _StopFlag() as stop_flag:
+        if on_start is not None and is_writer:
+            on_start()
         for epoch in range(start_epoch, epochs):
             rng = numpy.random.default_rng([seed, epoch])
             batches = list(iterate_minibatches(len(x), batch_size * n_ranks, rng=rng))
@@ -357,16 +405,20 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
                     model.backward(loss_fn.backward(), **backward_kw)
                 if reduce_grads is not None:
                     reduce_grads(model)
-                m, stop = len(idx), sigint.hit
+                m, stop = len(idx), stop_flag.hit
                 code = getattr(model, "code_", None)
                 l0 = float((code != 0).reshape(m, -1).sum()) if code is not None else 0.0
                 if distributed is not None:
                     # one Allreduce: g ← Σ_r m_r g_r / Σ_r m_r, and the batch's sums
-                    sent = [m, value * m, l0, float(not math.isfinite(total)), float(stop)]
+                    sent = [m, value * m, l0, float(not math.isfinite(total)),
+                            float(stop == signal.SIGINT), float(stop == signal.SIGTERM)]
                     sent += [v * m for v in pens.values()]
-                    got = distributed.allreduce_grads(model, sent).tolist()
-                    m, value, l0, stop = int(round(got[0])), got[1] / got[0], got[2], got[4] > 0
-                    pens = {k: v / got[0] for k, v in zip(pens, got[5:])}
+                    got = distributed.allreduce_grads(
+                        model, sent, label=f"epoch {epoch + 1}, batch {b + 1}").tolist()
+                    m, value, l0 = int(round(got[0])), got[1] / got[0], got[2]
+                    # any rank's signal stops every rank at this batch; SIGTERM wins
+                    stop = signal.SIGTERM if got[5] else signal.SIGINT if got[4] else 0
+                    pens = {k: v / got[0] for k, v in zip(pens, got[6:])}
                     total = value + sum(pens.values()) if got[3] == 0 else math.nan
                 finite = math.isfinite(total) and math.isfinite(_grad_norm_sq(model))
                 if not finite:
@@ -393,14 +445,15 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
                     save(epoch, b + 1, sums)
                     if bar is not None:
                         bar.close()
-                    raise TrainingInterrupted(path, epoch + 1, b + 1)
+                    raise TrainingInterrupted(path, epoch + 1, b + 1, stop)
             if bar is not None:
                 bar.close()
             seconds = sums["seconds"] + time.perf_counter() - t0
             n = max(sums["n"], 1)
             record = {"epoch": epoch + 1, "train_loss": sums["loss"] / n,
                       "penalties": {k: v / n for k, v in sums["penalties"].items()},
-                      "l0": sums["l0"] / n, "seconds": seconds,
+                      "l0": sums["l0"] / n if hasattr(model, "code_") else None,
+                      "seconds": seconds,
                       "samples_per_s": sums["n"] / seconds if seconds > 0 else None,
                       "lr": float(getattr(opt, "lr", lr)), "skipped": sums["skipped"]}
             if x_val is not None and len(x_val):

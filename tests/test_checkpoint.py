@@ -205,11 +205,108 @@ def test_non_json_metadata_is_rejected_before_writing(tmp_path, metadata, match)
     assert os.listdir(tmp_path) == []
 
 
-def test_save_rejects_models_without_config(tmp_path):
-    with pytest.raises(TypeError, match="get_config"):
-        save(tmp_path / "ck.npz", Sequential(Linear(2, 2, rng=0)))
+def test_any_module_saves_and_loads_into_the_model_you_built(tmp_path):
+    from minicae.nn import ReLU
+
+    def build(seed):
+        return Sequential(Linear(4, 3, rng=seed), ReLU(), Linear(3, 4, rng=seed + 1))
+
+    model, rng = build(0), np.random.default_rng(0)
+    opt = Adam(model, lr=0.01)
+    for _ in range(2):
+        model.zero_grad()
+        for p in model.parameters():
+            p.grad += rng.standard_normal(p.shape).astype(p.data.dtype)
+        opt.step()
+    path = tmp_path / "seq.npz"
+    save(path, model, opt, epoch=2)
+    manifest = load_state(path).manifest
+    assert manifest["model"] == {"class": "Sequential", "config": None}
+    assert manifest["format_version"] == 2        # a version-1 reader says "upgrade"
+    with pytest.raises(CheckpointError, match=r"Sequential was saved without a rebuild "
+                                              r"recipe.*load\(path, model=your_sequential\)"):
+        load(path)
+    mine = build(5)                                 # other initial weights
+    ck = load(path, model=mine)
+    assert ck.model is mine and ck.metadata == {"epoch": 2}
+    _assert_same_model(model, mine)
+    opt2 = Adam(mine, lr=0.01)
+    opt2.load_state_dict(ck.optimizer_state)
+    _assert_same_optimizer_state(opt.state_dict(), opt2.state_dict())
+    with pytest.raises(CheckpointError, match=r"expected a Sequential .*got TinyAE"):
+        load(path, model=TinyAE())
+    with pytest.raises(CheckpointError, match="do not fit this Sequential"):
+        load(path, model=Sequential(Linear(4, 2, rng=0), ReLU(), Linear(2, 4, rng=0)))
     with pytest.raises(CheckpointError, match="existing directory"):
         save(tmp_path / "nope" / "ck.npz", TinyAE())
+
+
+def test_a_model_whose_get_config_is_not_implemented_saves_without_recipe(tmp_path):
+    from minicae.models import Autoencoder
+
+    class Mine(Autoencoder):
+        def __init__(self):
+            super().__init__()
+            self.encoder = Sequential(Linear(4, 2, rng=0))
+            self.decoder = Sequential(Linear(2, 4, rng=1))
+
+    save(tmp_path / "mine.npz", Mine())
+    assert load_state(tmp_path / "mine.npz").manifest["model"]["config"] is None
+    _assert_same_model(Mine(), load(tmp_path / "mine.npz", model=Mine()).model)
+
+
+def test_load_into_a_model_refuses_another_config(tmp_path):
+    from minicae.models import ConvAutoencoder
+
+    path = tmp_path / "ck.npz"
+    save(path, ConvAutoencoder(1, channels=[2], input_size=8, activation="relu", seed=0))
+    same = ConvAutoencoder(1, channels=[2], input_size=8, activation="relu", seed=9)
+    assert load(path, model=same).model is same           # the seed is only the init
+    tanh = ConvAutoencoder(1, channels=[2], input_size=8, activation="tanh", seed=0)
+    with pytest.raises(CheckpointError, match=r"activation='tanh' \(saved 'relu'\)"):
+        load(path, model=tanh)
+
+
+def _crafted_dense_checkpoint(path, size=20000):
+    """A manifest-only file whose config asks for two size x size weight matrices."""
+    manifest = {"format": "minicae-checkpoint", "format_version": 1,
+                "minicae_version": "0.1.0",
+                "model": {"class": "DenseAutoencoder",
+                          "config": {"in_features": size, "hidden": [size],
+                                     "decoder_hidden": []}},
+                "arrays": [], "optimizer": None, "metadata": {}}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+
+
+def test_config_is_checked_against_the_file_before_building(tmp_path):
+    path = tmp_path / "bomb.npz"
+    _crafted_dense_checkpoint(path)
+    assert path.stat().st_size < 600
+    with pytest.raises(CheckpointError, match=r"implies 800040000 parameters, but the "
+                                              r"file holds 0.*nothing was built"):
+        load(path)
+
+
+@pytest.mark.slow
+def test_rejected_config_bomb_peak_memory_is_small(tmp_path):
+    import subprocess
+
+    path = tmp_path / "bomb.npz"
+    _crafted_dense_checkpoint(path)
+    code = ("import resource, sys, minicae, minicae.models\n"
+            "from minicae.errors import CheckpointError\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    minicae.load(sys.argv[1])\nexcept CheckpointError:\n    pass\n"
+            "else:\n    sys.exit('loaded')\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=root,
+                                                           MINICAE_BACKEND="numpy"))
+    assert proc.returncode == 0, proc.stderr
+    grown_kib = int(proc.stdout)
+    assert grown_kib <= 64 * 1024, f"peak memory grew {grown_kib} KiB rejecting the file"
 
 
 def test_missing_file_directory_and_not_a_zip(tmp_path):
@@ -258,7 +355,7 @@ def _set(key, value):
 
 
 @pytest.mark.parametrize("edit,match", [
-    (dict(manifest=_set("format_version", 2)), r"format version 1, got 2.*newer minicae"),
+    (dict(manifest=_set("format_version", 3)), r"format version 1 or 2, got 3.*newer minicae"),
     (dict(manifest=_set("format_version", 0)), "Unsupported format version"),
     (dict(manifest=_set("format", "other")), "not a minicae checkpoint"),
     (dict(manifest=_set("model", {"class": "Nope", "config": {}})),
@@ -418,3 +515,17 @@ def test_random_byte_overwrites(fuzz_reference, edits):
     for pos, value in edits:
         damaged[pos % len(data)] = value
     _load_outcome(bytes(damaged), tmp_dir, reference)
+
+
+def test_every_writer_goes_through_the_one_atomic_writer():
+    import re
+    from pathlib import Path
+
+    package = Path(checkpoint.__file__).parent
+    direct = re.compile(r"os\.replace\(|mkstemp\(|json\.dump\(|\.savefig\((?!fh)|"
+                        r"open\([^)]*[\"'](?:w|a|x)b?[\"']|\.write_(?:text|bytes)\(")
+    found = [f"{path.relative_to(package)}:{i}: {line.strip()}"
+             for path in sorted(package.rglob("*.py")) if path.name != "_runfiles.py"
+             for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if direct.search(line)]
+    assert found == [], "write through minicae._runfiles.atomic_write:\n" + "\n".join(found)

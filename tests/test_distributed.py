@@ -11,8 +11,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy
 import pytest
@@ -146,6 +148,74 @@ def test_cli_train_distributed_rank0_alone_prints_and_writes(tmp_path):
     assert (out / "checkpoint.npz").exists() and (out / "run.json").exists()
 
 
+DRIVER = os.path.join(HERE, "run_with_signal.py")
+SMALL = ["--n-images", "60", "--image-size", "16", "--channels", "2", "--batch-size", "4",
+         "--epochs", "3", "--no-progress"]
+
+
+def _launch(cmd, **env):
+    env = dict(os.environ, PYTHONPATH=ROOT, MINICAE_BACKEND="numpy", OMP_NUM_THREADS="1",
+               OPENBLAS_NUM_THREADS="1", **env)
+    return subprocess.run(_mpirun(2) + [sys.executable, *cmd], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@needs_mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("rank", [0, 1])
+def test_sigterm_on_one_rank_stops_every_rank_and_resumes_exactly(tmp_path, rank):
+    from minicae.checkpoint import load_state
+
+    base, run = str(tmp_path / "base"), str(tmp_path / "run")
+    assert _launch(["-m", "minicae", "train", "--distributed", "--out", base,
+                    *SMALL]).returncode == 0
+    proc = _launch([DRIVER, "SIGTERM", "batch", "3", "--rank", str(rank), "--", "train",
+                    "--distributed", "--out", run, *SMALL])
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if line.startswith("minicae")]
+    assert said == [f"minicae train: SIGTERM at epoch 1, batch 3; checkpoint written to "
+                    f"{run}/checkpoint.npz. Resume with: mpirun ... minicae train --out "
+                    f"{run} --resume --distributed"], proc.stderr
+    assert load_state(os.path.join(run, "checkpoint.npz")).manifest["metadata"][
+        "batches_done"] == 3
+    resumed = _launch(["-m", "minicae", "train", "--distributed", "--out", run, "--resume",
+                       "--no-progress"])
+    assert resumed.returncode == 0, resumed.stderr
+    want, got = (load_state(os.path.join(d, "checkpoint.npz")).arrays for d in (base, run))
+    for key, value in want.items():
+        assert_array_equal(got[key], value, err_msg=key)
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_a_stopped_rank_makes_the_others_abort_after_the_timeout(tmp_path):
+    start = time.monotonic()
+    proc = _launch([DRIVER, "SIGSTOP", "batch", "3", "--rank", "1", "--", "train",
+                    "--distributed", "--out", str(tmp_path / "run"), *SMALL],
+                   MINICAE_MPI_TIMEOUT="2")
+    assert proc.returncode != 0
+    said = [line for line in proc.stderr.splitlines() if line.startswith("minicae")]
+    assert len(said) == 1 and said[0].startswith(
+        "minicae: rank 0 of 2 waited 2 s for the other ranks at step 3 (epoch 1, batch 3) "
+        "in the gradient Allreduce"), proc.stderr
+    assert time.monotonic() - start < 60
+
+
+def test_collective_timeout_setting(monkeypatch):
+    from minicae.distributed import DEFAULT_TIMEOUT, collective_timeout
+
+    monkeypatch.delenv("MINICAE_MPI_TIMEOUT", raising=False)
+    assert collective_timeout() == DEFAULT_TIMEOUT == 300.0
+    assert collective_timeout(7) == 7.0
+    monkeypatch.setenv("MINICAE_MPI_TIMEOUT", "12.5")
+    assert collective_timeout() == 12.5
+    monkeypatch.setenv("MINICAE_MPI_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="MINICAE_MPI_TIMEOUT: expected a number"):
+        collective_timeout()
+    with pytest.raises(ValueError, match="> 0, got 0"):
+        collective_timeout(0)
+
+
 def test_missing_mpi4py_names_the_fix(monkeypatch):
     from minicae import distributed
     from minicae.errors import BackendUnavailableError
@@ -171,7 +241,7 @@ def test_fit_rejects_more_ranks_than_images():
         def broadcast_parameters(self, model):
             return model
 
-        def allreduce_grads(self, model, scalars=None):
+        def allreduce_grads(self, model, scalars=None, *, label=None):
             raise AssertionError("not reached")
 
     x = numpy.zeros((3, 4), dtype=numpy.float32)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +17,8 @@ from minicae.backend import use_backend
 from minicae.data import make_shapes, write_idx
 from minicae.errors import CheckpointError, NumericalError
 from minicae.models import ConvAutoencoder, DenseAutoencoder
-from minicae.train import corrupt, fit
+from minicae._runfiles import LOCK_NAME, RunLockedError
+from minicae.train import TrainingInterrupted, corrupt, fit
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +260,128 @@ def test_penalty_attaches_to_any_encoder_layer(shapes16):
         ConvAutoencoder(penalty={"kind": "contractive", "layer": 1})
     with pytest.raises(ValueError, match="index one of the 4 encoder layers"):
         ConvAutoencoder(penalty={"kind": "l1", "layer": 9})
+
+
+# --- run safety: interruption, resume checks, the run-directory lock ----------------
+
+def _tiny_conv(activation="relu", seed=0):
+    return ConvAutoencoder(1, channels=[2], input_size=16, activation=activation, seed=seed)
+
+
+def _signal_at_batch(monkeypatch, n, signum):
+    """Send ``signum`` to this process as training batch ``n`` (1-based) starts."""
+    from minicae.nn.module import Module
+
+    zero_grad, count = Module.zero_grad, [0]
+
+    def counted(self):
+        count[0] += 1
+        if count[0] == n:
+            os.kill(os.getpid(), signum)
+        return zero_grad(self)
+
+    monkeypatch.setattr(Module, "zero_grad", counted)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_in_the_first_epoch_resumes_exactly(tmp_path, shapes16, monkeypatch, signum):
+    x = shapes16[0][:40]
+    kw = dict(epochs=2, batch_size=8, lr=1e-2, seed=1, progress=False)
+    full = _tiny_conv()
+    h_full = fit(full, x, **kw)
+    with monkeypatch.context() as mp:
+        _signal_at_batch(mp, 2, signum)
+        with pytest.raises(TrainingInterrupted) as info:
+            fit(_tiny_conv(), x, checkpoint_dir=tmp_path, **kw)
+    assert (info.value.signal, info.value.epoch, info.value.batch) == (signum, 1, 2)
+    meta = minicae.checkpoint.load_state(tmp_path / "checkpoint.npz").manifest["metadata"]
+    assert meta["best"] is None and meta["batches_done"] == 2   # no best yet: JSON null
+    resumed = _tiny_conv()
+    h_resumed = fit(resumed, x, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert h_resumed["train_loss"] == h_full["train_loss"]
+    for k, v in _state(full).items():
+        np.testing.assert_array_equal(_state(resumed)[k], v, err_msg=k)
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_resume_refuses_other_data_model_or_seed(tmp_path, shapes16):
+    x = shapes16[0][:40]
+    kw = dict(epochs=2, batch_size=8, progress=False, checkpoint_dir=tmp_path)
+    fit(_tiny_conv(), x, **{**kw, "epochs": 1})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    shuffled = x[::-1].copy()
+    with pytest.raises(ValueError, match=r"trained on x with sha256 .*got .*same data"):
+        fit(_tiny_conv(), shuffled, resume=True, **kw)
+    with pytest.raises(ValueError, match=r"x with shape \(40, 1, 16, 16\), got \(32, 1"):
+        fit(_tiny_conv(), x[:32], resume=True, **kw)
+    with pytest.raises(CheckpointError, match=r"activation='tanh' \(saved 'relu'\)"):
+        fit(_tiny_conv("tanh"), x, resume=True, **kw)
+    with pytest.raises(ValueError, match="seed 0, got seed=3"):
+        fit(_tiny_conv(), x, resume=True, seed=3, **kw)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_run_directory_lock_refuses_a_live_trainer_and_takes_over_a_dead_one(
+        tmp_path, shapes16):
+    x = shapes16[0][:24]
+    kw = dict(epochs=1, batch_size=8, progress=False, checkpoint_dir=tmp_path)
+    (tmp_path / LOCK_NAME).write_text(f"{os.getppid()}\n")         # alive: our parent
+    with pytest.raises(RunLockedError, match=rf"in use by another trainer \(pid "
+                                             rf"{os.getppid()}"):
+        fit(_tiny_conv(), x, **kw)
+    assert sorted(os.listdir(tmp_path)) == [LOCK_NAME]             # nothing written
+    dead = _dead_pid()
+    (tmp_path / LOCK_NAME).write_text(f"{dead} another-host\n")   # cannot tell: refuse
+    with pytest.raises(RunLockedError, match=rf"pid {dead} on another-host"):
+        fit(_tiny_conv(), x, **kw)
+    (tmp_path / LOCK_NAME).write_text(f"{dead}\n")
+    stale = [f".checkpoint.npz.{dead}.x1y2z3w4.tmp", f"history.json.{dead}.tmp"]
+    live = f".best.npz.{os.getpid()}.abcdefgh.tmp"
+    for name in stale + [live]:
+        (tmp_path / name).write_bytes(b"half")
+    fit(_tiny_conv(), x, **kw)
+    left = sorted(os.listdir(tmp_path))
+    assert LOCK_NAME not in left and live in left, left
+    assert not set(stale) & set(left), left
+    assert "checkpoint.npz" in left
+
+
+def test_fit_trains_and_resumes_a_hand_built_sequential(tmp_path, shapes16):
+    from minicae import nn
+
+    def build():
+        return nn.Sequential(nn.Flatten(), nn.Linear(256, 16, rng=0), nn.ReLU(),
+                             nn.Linear(16, 256, rng=1), nn.Sigmoid(), nn.Reshape(1, 16, 16))
+
+    x = shapes16[0][:48]
+    kw = dict(batch_size=8, lr=3e-3, progress=False)
+    full = build()
+    h_full = fit(full, x, epochs=3, **kw)
+    assert h_full["l0"] == [None] * 3 and h_full["val_l0"] == [None] * 3
+    assert h_full["val_loss"][-1] < h_full["val_loss"][0]
+    fit(build(), x, epochs=2, checkpoint_dir=tmp_path, **kw)
+    resumed = build()
+    h = fit(resumed, x, epochs=3, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert h["train_loss"] == h_full["train_loss"]
+    for k, v in _state(full).items():
+        np.testing.assert_array_equal(_state(resumed)[k], v, err_msg=k)
+
+
+def test_history_on_a_full_disk_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import errno
+
+    from minicae.train import History
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match=r"history\.json.*No space left"):
+        History([{"epoch": 1}]).save(tmp_path / "history.json")
+    assert os.listdir(tmp_path) == []

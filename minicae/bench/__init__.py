@@ -35,6 +35,7 @@ import sys
 import tempfile
 
 from .. import backend as backend_mod
+from .._runfiles import atomic_write
 from .harness import (_REEXEC, BLAS_VARS, DEFAULT_CASES, _add_ratios, _set_threads,
                       environment, run_cases, run_scaling, thread_env, time_work)
 from .cases import TORCH_SIDES
@@ -214,5 +215,5 @@ def run_bench(args, *, out=None, progress=None):
 
 def _write_json(result, path):
     if path:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
+        text = json.dumps(result, indent=2)
+        atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))

@@ -73,6 +73,8 @@ def plot_scaling(scaling, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..plots import _savefig
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for side, vals in scaling["batch"].items():
         axes[0].plot(scaling["batches"], [1e3 * v for v in vals], marker="o", label=side)
@@ -92,5 +94,5 @@ def plot_scaling(scaling, path):
         ax.legend()
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    _savefig(fig, path, dpi=fig.dpi)          # the figure's own dpi, as savefig(path) did
     plt.close(fig)

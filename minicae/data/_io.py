@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
+from .._runfiles import atomic_write as _atomic_write
 from ..errors import DataError
 
 __all__ = ["DataFileNotFoundError", "existing_file", "existing_dir",
@@ -110,21 +110,14 @@ def read_upto(stream, nbytes):
 
 
 def atomic_write(path, payload, *, compress=False):
-    """Write ``payload`` (bytes) to ``path`` via a temporary file and os.replace."""
-    path = Path(os.fspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if compress:
-                # mtime=0 makes the archive bytes depend on the payload only
-                with gzip.GzipFile(fileobj=handle, mode="wb", mtime=0) as gz:
-                    gz.write(payload)
-            else:
-                handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``payload`` (bytes) to ``path`` atomically (minicae's one atomic writer)."""
+
+    def write(handle):
+        if compress:
+            # mtime=0 makes the archive bytes depend on the payload only
+            with gzip.GzipFile(fileobj=handle, mode="wb", mtime=0) as gz:
+                gz.write(payload)
+        else:
+            handle.write(payload)
+
+    _atomic_write(path, write)

@@ -42,6 +42,7 @@ import time
 
 import numpy
 
+from .._runfiles import atomic_write
 from .anomaly import reconstruction_error_map, threshold_scores
 from .cluster import kmeans_segment, match_labels
 from .features import PixelFeatures
@@ -326,10 +327,8 @@ def _overlays(o, x_test, truth, x_anom, m_anom, predictions, log):
 def _write_json(path, results):
     payload = {name: {k: float(v) for k, v in row.items() if k in COLUMNS}
                for name, row in results.items()}
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(payload, fh, indent=1)
-    os.replace(tmp, path)
+    text = json.dumps(payload, indent=1)
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def format_table(results):
