@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -36,6 +37,8 @@ __all__ = [
     "to_numpy",
     "info",
     "keep_freed_memory",
+    "kernel_policy",
+    "kernel_cache_dir",
 ]
 
 BACKENDS = ("numpy", "numba", "cupy")
@@ -152,6 +155,28 @@ def use_backend(name: str):
         _active = previous
 
 
+KERNEL_POLICIES = ("reference", "fixed", "measured")
+
+
+def kernel_policy() -> str:
+    """``MINICAE_KERNELS``: how minicae.dispatch picks kernels (default 'measured')."""
+    policy = os.environ.get("MINICAE_KERNELS", "").strip().lower() or "measured"
+    if policy not in KERNEL_POLICIES:
+        raise ValueError(f"MINICAE_KERNELS: expected one of "
+                         f"{', '.join(repr(p) for p in KERNEL_POLICIES)}, got "
+                         f"{os.environ['MINICAE_KERNELS']!r}.")
+    return policy
+
+
+def kernel_cache_dir() -> Path:
+    """Where measured kernel choices are kept: ``MINICAE_KERNEL_CACHE``, else the
+    user's cache directory (``XDG_CACHE_HOME`` or ~/.cache, then minicae/)."""
+    if os.environ.get("MINICAE_KERNEL_CACHE"):
+        return Path(os.environ["MINICAE_KERNEL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "minicae"
+
+
 def to_device(array, dtype=None, backend: Backend | None = None):
     """Copy ``array`` to the active backend's device (a no-op on the CPU)."""
     be = backend or get_backend()
@@ -184,7 +209,8 @@ def info() -> dict:
     out["blas"] = blas
     out["env"] = {k: os.environ[k] for k in
                   ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
-                   "NUMBA_NUM_THREADS", "MINICAE_BACKEND") if k in os.environ}
+                   "NUMBA_NUM_THREADS", "MINICAE_BACKEND", "MINICAE_KERNELS",
+                   "MINICAE_KERNEL_CACHE") if k in os.environ}
     return out
 
 
