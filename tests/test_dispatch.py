@@ -107,3 +107,28 @@ def test_fast_path_is_at_most_five_frames_deep():
         finally:
             sys.setprofile(None)
     assert depths == [5], depths
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba backend: Numba is not installed")
+def test_tune_then_info_kernels(tmp_path, monkeypatch, capsys):
+    """`minicae tune` measures a model's convolutions and keeps the choices; `minicae
+    info --kernels` then reports each layer's kernels as measured earlier."""
+    from minicae import cli
+
+    monkeypatch.setenv("MINICAE_KERNEL_CACHE", str(tmp_path))
+    args = ["--backend", "numba", "--model", "conv-strided", "--batch-size", "4",
+            "--image-size", "16"]
+    with dispatch.use_policy("fixed"):                  # tune measures whatever the policy
+        assert cli.main(["tune", *args]) == 0
+    tuned = capsys.readouterr().out
+    assert "encoder.0: Conv2d(1, 8" in tuned and "decoder.2: ConvTranspose2d(8, 1" in tuned
+    assert tuned.count("measured: ") == 8, tuned          # 4 layers, forward and backward
+    assert len(json.loads(dispatch.cache_file().read_text())["choices"]) == 8
+    monkeypatch.setenv("MINICAE_KERNELS", "measured")
+    with dispatch.use_policy("measured"):
+        assert cli.main(["info", "--kernels", *args]) == 0
+    report = capsys.readouterr().out
+    assert report.count("measured earlier") == 8, report
+    monkeypatch.setenv("MINICAE_KERNELS", "bogus")
+    assert cli.main(["info", "--kernels", *args]) == 2
+    assert "MINICAE_KERNELS: expected one of" in capsys.readouterr().err

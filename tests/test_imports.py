@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minicae"
 LEAVES = {"errors", "_validation"}
 # workflows, and their private helpers (_bench_cases) and plotting (plots)
 WORKFLOWS = {"data", "train", "checkpoint", "segment", "bench", "gradcheck", "optim",
-             "distributed", "_bench_cases", "plots"}
+             "distributed", "_bench_cases", "plots", "tune"}
 BELOW_WORKFLOWS = {"models", "nn", "functional", "dispatch", "backend", "kernels"} | LEAVES
 # floor -> the floors (top-level minicae names) its modules may import
 ALLOWED = {
