@@ -226,10 +226,9 @@ def keep_freed_memory(mmap_threshold=MMAP_THRESHOLD, trim_threshold=TRIM_THRESHO
     A training step allocates and frees the same arrays (0.4-4 MiB in the
     strided CAE) every step. By default glibc serves large blocks with fresh
     mmaps and trims the top of its heap, so the pages go back to the system
-    and the next step faults them in again, zeroed by the kernel: ~500 page
-    faults per strided-CAE step (numba, batch 128, 2 threads), 8.1 -> 7.2 ms
-    per step with this call (``benchmarks/bench_allocator.py``; ~1000 faults,
-    9.9 -> 8.2 ms before the round-6 kernels, benchmarks/README.md). With it,
+    and the next step faults them in again, zeroed by the kernel (hundreds of
+    page faults per strided-CAE step; ``benchmarks/bench_allocator.py`` measures
+    it, benchmarks/README.md has the numbers). With it,
     blocks under ``mmap_threshold`` come from the heap and up to
     ``trim_threshold`` bytes of freed memory stay with the process; peak memory
     is unchanged.
