@@ -36,7 +36,8 @@ from .backend import get_backend, kernel_cache_dir, kernel_policy
 __all__ = ["Choice", "lookup", "choose", "trace", "use_policy", "thread_limit",
            "cache_file", "machine"]
 
-_REPEATS = 3                 # timed calls per candidate (the fastest counts)
+_REPEATS = 5                 # timed rounds over the candidates (each one's fastest counts)
+_THREADS_FRESH_S = 0.05      # how long a read of the thread limit is trusted
 _MAX_SIGNATURES = 512        # per backend in memory; then forgotten all at once
 
 
@@ -53,12 +54,23 @@ class Choice(NamedTuple):
 
 _TABLES = {}                 # backend (equal ones share) -> {key: Choice}
 _LAST = [None, None]         # the backend of the last lookup, its table
-_STATE = {"policy": None, "blas": None, "disk": {}, "tracing": []}
+_STATE = {"policy": None, "blas": None, "disk": {}, "tracing": [], "threads": (0.0, 0)}
 
 
 def thread_limit():
     """The thread limit in force: BLAS's (how minicae and its users set threads,
-    through threadpoolctl), else the cores."""
+    through threadpoolctl), else the cores. Read again after ``_THREADS_FRESH_S``:
+    asking BLAS costs more than a small layer's dispatch."""
+    read_at, threads = _STATE["threads"]
+    now = time.monotonic()
+    if now - read_at < _THREADS_FRESH_S:
+        return threads
+    threads = _read_thread_limit()
+    _STATE["threads"] = (now, threads)
+    return threads
+
+
+def _read_thread_limit():
     blas = _STATE["blas"]
     if blas is None:
         try:
@@ -123,7 +135,7 @@ def _measured(op, signature, runs, args):
     if known in runs:
         return Choice(op, signature, known, f"measured earlier ({cache_file()})",
                       runs[known])
-    times = {name: _time(run, args) for name, run in runs.items()}
+    times = _time(runs, args)
     best = min(times, key=times.get)
     _remember(signature, best)
     ranking = ", ".join(f"{name} {t * 1e3:.3g} ms" for name, t in
@@ -131,13 +143,17 @@ def _measured(op, signature, runs, args):
     return Choice(op, signature, best, f"measured: {ranking}", runs[best])
 
 
-def _time(run, args):
-    run(*args)                                   # compiles, faults pages in
-    best = float("inf")
+def _time(runs, args):
+    """{name: fastest of ``_REPEATS`` calls}, the candidates taken in turn each round
+    (a busy moment of the machine then falls on all of them alike)."""
+    for run in runs.values():
+        run(*args)                               # compiles, faults pages in
+    best = dict.fromkeys(runs, float("inf"))
     for _ in range(_REPEATS):
-        start = time.perf_counter()
-        run(*args)
-        best = min(best, time.perf_counter() - start)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run(*args)
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -160,14 +176,19 @@ def use_policy(name):
         raise ValueError(f"use_policy: expected 'reference', 'fixed' or 'measured', "
                          f"got {name!r}.")
     previous, _STATE["policy"] = _STATE["policy"], name
-    _TABLES.clear()
-    _LAST[:] = None, None
+    _forget()
     try:
         yield
     finally:
         _STATE["policy"] = previous
-        _TABLES.clear()
-        _LAST[:] = None, None
+        _forget()
+
+
+def _forget():
+    """Drop the choices in memory (and the last read of the thread limit)."""
+    _TABLES.clear()
+    _LAST[:] = None, None
+    _STATE["threads"] = (0.0, 0)
 
 
 @contextlib.contextmanager
