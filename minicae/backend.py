@@ -57,6 +57,11 @@ class Backend:
     def device(self) -> str:
         return "gpu" if self.name == "cupy" else "cpu"
 
+    def synchronize(self) -> None:
+        """Wait for the work queued on the device (a no-op on the CPU): timing needs it."""
+        if self.name == "cupy":
+            self.xp.cuda.Device().synchronize()
+
     def __repr__(self) -> str:
         return f"Backend(name={self.name!r}, xp={self.xp.__name__})"
 

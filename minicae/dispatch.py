@@ -146,13 +146,16 @@ def _measured(op, signature, runs, args):
 def _time(runs, args):
     """{name: fastest of ``_REPEATS`` calls}, the candidates taken in turn each round
     (a busy moment of the machine then falls on all of them alike)."""
+    be = get_backend()
     for run in runs.values():
         run(*args)                               # compiles, faults pages in
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(_REPEATS):
         for name, run in runs.items():
+            be.synchronize()
             start = time.perf_counter()
             run(*args)
+            be.synchronize()                     # a GPU's queued work counts too
             best[name] = min(best[name], time.perf_counter() - start)
     return best
 
