@@ -95,7 +95,9 @@ def _weight_grad(dout, src, g):
     k = src.shape[1] // g.groups * g.kh * g.kw
     cols = im2col(src, g, oh, ow).reshape(n, g.groups, k, oh * ow)
     d_mat = dout.reshape(n, g.groups, c_out // g.groups, oh * ow)
-    return xp.matmul(d_mat, cols.transpose(0, 1, 3, 2)).sum(axis=0)     # Σ_n dY_n · colsᵀ
+    # dW_g = Σ_{n,p} dY[n, g, :, p] · cols[n, g, :, p]ᵀ: one product over n and p
+    return xp.stack([xp.tensordot(d_mat[:, i], cols[:, i], axes=([0, 2], [0, 2]))
+                     for i in range(g.groups)])
 
 
 def _relu(y, relu):
