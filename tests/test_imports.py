@@ -202,3 +202,19 @@ def test_package_line_budget():
     assert sum(total.values()) <= PACKAGE_BUDGET, sorted(total.items(), key=lambda kv: -kv[1])
     core = {k: v for k, v in total.items() if k.split("/")[0] in CORE}
     assert sum(core.values()) <= CORE_BUDGET, sorted(core.items(), key=lambda kv: -kv[1])
+
+
+@pytest.mark.parametrize("path", [p for p in _modules() if _floor(p) in ("functional", "nn")],
+                         ids=_rel)
+def test_maths_floors_name_no_backend(path):
+    """functional/ and nn/ reach kernels only through minicae.dispatch: they import no
+    backend's kernel module and compare no backend name."""
+    kernel_modules = [name for name, _ in minicae_imports(path)
+                      if name.startswith("minicae.kernels._")]
+    assert not kernel_modules, f"minicae/{_rel(path)} imports {kernel_modules}"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = [node.lineno for node in ast.walk(tree)
+             if isinstance(node, ast.Compare) and any(
+                 isinstance(c, ast.Constant) and c.value in ("numpy", "numba", "cupy")
+                 for c in [node.left, *node.comparators])]
+    assert not names, f"minicae/{_rel(path)} compares a backend name at lines {names}"
