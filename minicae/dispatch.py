@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from .backend import get_backend, kernel_cache_dir, kernel_policy
+from .kernels import COLUMN_LIMIT, column_bytes
 
 __all__ = ["Choice", "lookup", "choose", "trace", "use_policy", "thread_limit",
            "cache_file", "machine"]
@@ -119,7 +120,9 @@ def choose(key, op, call, reference, args):
         choice = Choice(op, signature, found[0].name, "policy fixed: first registered "
                         "that takes the call", found[0].make(call))
     else:
-        runs = {"reference": reference, **{c.name: c.make(call) for c in found}}
+        runs = {c.name: c.make(call) for c in found}
+        if column_bytes(op, call) <= COLUMN_LIMIT:      # else its columns are not timed
+            runs["reference"] = reference
         choice = _measured(op, signature, runs, args)
     table = _TABLES.setdefault(be, {})
     if len(table) >= _MAX_SIGNATURES:

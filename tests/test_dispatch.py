@@ -132,3 +132,22 @@ def test_tune_then_info_kernels(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MINICAE_KERNELS", "bogus")
     assert cli.main(["info", "--kernels", *args]) == 2
     assert "MINICAE_KERNELS: expected one of" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba backend: Numba is not installed")
+def test_columns_over_the_limit_are_neither_built_nor_timed(monkeypatch):
+    """Past COLUMN_LIMIT the column candidates do not take a call, and the reference is
+    not timed where a kernel without columns takes it (it still runs alone)."""
+    from minicae.kernels import _columns
+
+    monkeypatch.setattr(_columns, "COLUMN_LIMIT", 0)
+    monkeypatch.setattr(dispatch, "COLUMN_LIMIT", 0)
+    with backend_mod.use_backend("numba"):
+        with dispatch.use_policy("measured"), dispatch.trace() as calls:
+            _conv_step()
+        assert [c.name for c in calls] == ["numba.cv", "numba.cv"]
+        assert all("gemm" not in c.reason and "reference" not in c.reason for c in calls)
+        x, w = np.ones((2, 4, 6, 6), np.float32), np.ones((6, 2, 3, 3), np.float32)
+        with dispatch.use_policy("measured"), dispatch.trace() as calls:
+            F.conv2d(x, w, groups=2)                      # grouped: nothing else takes it
+        assert [c.name for c in calls] == ["reference"]

@@ -27,7 +27,12 @@ from __future__ import annotations
 import importlib
 from typing import Callable, NamedTuple
 
-__all__ = ["Candidate", "ConvCall", "KernelSet", "load_kernels"]
+__all__ = ["Candidate", "ConvCall", "KernelSet", "load_kernels", "column_bytes",
+           "COLUMN_LIMIT"]
+
+# Columns beyond this are neither built by a column candidate nor, when a kernel
+# without columns takes the call, by the timing of the reference (memory, not speed).
+COLUMN_LIMIT = 256 * 2**20
 
 
 class ConvCall(NamedTuple):
@@ -45,6 +50,17 @@ class ConvCall(NamedTuple):
     out_hw: tuple
     relu: bool
     threads: int
+
+
+def column_bytes(op, call):
+    """Bytes of the im2col columns a call's convolution builds (for a transposed
+    convolution, those of the convolution it is the adjoint of)."""
+    g = call.g
+    if op.startswith("conv_transpose2d"):
+        c_in, (oh, ow) = call.w_shape[1] * g.groups, call.x_shape[2:]
+    else:
+        c_in, (oh, ow) = call.x_shape[1], call.out_hw
+    return call.x_shape[0] * c_in * g.kh * g.kw * oh * ow * call.dtype.itemsize
 
 
 class Candidate(NamedTuple):

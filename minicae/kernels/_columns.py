@@ -12,7 +12,7 @@ product are registered: ``Y = W · cols`` and, one group only, ``Yᵀ = colsᵀ 
 
 from __future__ import annotations
 
-from . import Candidate
+from . import COLUMN_LIMIT, Candidate, column_bytes
 
 __all__ = ["column_candidates"]
 
@@ -110,17 +110,19 @@ def column_candidates(prefix, xp, im2col_kn, col2im_kn, rtol=1e-4, atol=1e-5):
             return dx, wgrad(x, dy, g, h, w).reshape(weight.shape), dy.sum(axis=(0, 2, 3))
         return run
 
-    def any_call(call):
-        return call.x_shape[0] > 0 and call.dtype.kind == "f" and call.dtype.itemsize >= 4
+    def takes(op):
+        def applies(call):
+            return (call.x_shape[0] > 0 and call.dtype.kind == "f"
+                    and call.dtype.itemsize >= 4 and column_bytes(op, call) <= COLUMN_LIMIT)
+        return applies
 
     def one_group(call):
-        return any_call(call) and call.g.groups == 1
+        return takes("conv2d")(call) and call.g.groups == 1
 
     tol = dict(rtol=rtol, atol=atol)
-    return (Candidate(f"{prefix}.gemm", "conv2d", any_call, conv2d, **tol),
-            Candidate(f"{prefix}.gemm_t", "conv2d", one_group, conv2d_t_product, **tol),
-            Candidate(f"{prefix}.gemm", "conv2d_backward", any_call, conv2d_backward, **tol),
-            Candidate(f"{prefix}.gemm", "conv_transpose2d", any_call, conv_transpose2d,
-                      **tol),
-            Candidate(f"{prefix}.gemm", "conv_transpose2d_backward", any_call,
-                      conv_transpose2d_backward, **tol))
+    ops = {"conv2d": conv2d, "conv2d_backward": conv2d_backward,
+           "conv_transpose2d": conv_transpose2d,
+           "conv_transpose2d_backward": conv_transpose2d_backward}
+    return (*(Candidate(f"{prefix}.gemm", op, takes(op), make, **tol)
+              for op, make in ops.items()),
+            Candidate(f"{prefix}.gemm_t", "conv2d", one_group, conv2d_t_product, **tol))
