@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
@@ -103,7 +103,6 @@ def _arrays(call, op, seed):
 
 
 @pytest.mark.parametrize("backend_name,candidate", _registered())
-@settings(max_examples=12)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_candidate_matches_the_reference(backend_name, candidate, seed):
     op = candidate.op.removesuffix("_backward")
