@@ -3,8 +3,9 @@
     python benchmarks/bench_threads.py [--threads 2,4,8,16] [--per-thread 256,1024,4096]
 
 For each thread count (one fresh process each, Numba's pool and BLAS sized to
-it) and each value of ``minicae.functional._parallel.PER_THREAD_BYTES`` (KiB;
-a call takes at most one thread per that many bytes of columns), the median
+it) and each value of ``minicae.kernels._numba_conv.KERNEL_PER_THREAD_BYTES``
+(KiB; a kernel takes at most one thread per that many bytes of columns; the
+kernels are chosen by the fixed policy, afresh for each value), the median
 time of the strided CAE training step (batch 128 and 32) and of two conv rows
 of ``minicae bench`` on the numba backend. The values are interleaved round by
 round, so drift of the machine falls on all of them alike. Prints one line per
@@ -24,7 +25,8 @@ import json, sys
 import threadpoolctl
 from minicae import backend
 from minicae.bench import cases, harness
-from minicae.functional import _parallel
+from minicae import dispatch
+from minicae.kernels import _numba_conv
 threads, values = int(sys.argv[1]), [int(v) * 1024 for v in sys.argv[2].split(",")]
 backend.set_backend("numba")
 threadpoolctl.threadpool_limits(threads)
@@ -35,11 +37,13 @@ works = {"cae_strided_b128": cases.build("cae_strided", "numba", batch=128, hw=2
 out = {}
 for round_ in range(3):
     for v in values:
-        _parallel.PER_THREAD_BYTES = v
-        for name, work in works.items():
-            t = harness.time_work(work.step, repeats=7, min_time=0.02, warmup_time=0.1)
-            out.setdefault(f"{v // 1024}", {}).setdefault(name, []).append(
-                1e3 * t["median_s"])
+        _numba_conv.KERNEL_PER_THREAD_BYTES = v
+        with dispatch.use_policy("fixed"):
+            for name, work in works.items():
+                t = harness.time_work(work.step, repeats=7, min_time=0.02,
+                                      warmup_time=0.1)
+                out.setdefault(f"{v // 1024}", {}).setdefault(name, []).append(
+                    1e3 * t["median_s"])
 print(json.dumps(out))
 """
 
@@ -47,8 +51,8 @@ print(json.dumps(out))
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="2,4,8,16")
-    parser.add_argument("--per-thread", default="256,1024,4096",
-                        help="values of PER_THREAD_BYTES, KiB")
+    parser.add_argument("--per-thread", default="16,64,256",
+                        help="values of KERNEL_PER_THREAD_BYTES, KiB")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))

@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -36,6 +37,8 @@ __all__ = [
     "to_numpy",
     "info",
     "keep_freed_memory",
+    "kernel_policy",
+    "kernel_cache_dir",
 ]
 
 BACKENDS = ("numpy", "numba", "cupy")
@@ -53,6 +56,11 @@ class Backend:
     @property
     def device(self) -> str:
         return "gpu" if self.name == "cupy" else "cpu"
+
+    def synchronize(self) -> None:
+        """Wait for the work queued on the device (a no-op on the CPU): timing needs it."""
+        if self.name == "cupy":
+            self.xp.cuda.Device().synchronize()
 
     def __repr__(self) -> str:
         return f"Backend(name={self.name!r}, xp={self.xp.__name__})"
@@ -152,6 +160,28 @@ def use_backend(name: str):
         _active = previous
 
 
+KERNEL_POLICIES = ("reference", "fixed", "measured")
+
+
+def kernel_policy() -> str:
+    """``MINICAE_KERNELS``: how minicae.dispatch picks kernels (default 'measured')."""
+    policy = os.environ.get("MINICAE_KERNELS", "").strip().lower() or "measured"
+    if policy not in KERNEL_POLICIES:
+        raise ValueError(f"MINICAE_KERNELS: expected one of "
+                         f"{', '.join(repr(p) for p in KERNEL_POLICIES)}, got "
+                         f"{os.environ['MINICAE_KERNELS']!r}.")
+    return policy
+
+
+def kernel_cache_dir() -> Path:
+    """Where measured kernel choices are kept: ``MINICAE_KERNEL_CACHE``, else the
+    user's cache directory (``XDG_CACHE_HOME`` or ~/.cache, then minicae/)."""
+    if os.environ.get("MINICAE_KERNEL_CACHE"):
+        return Path(os.environ["MINICAE_KERNEL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "minicae"
+
+
 def to_device(array, dtype=None, backend: Backend | None = None):
     """Copy ``array`` to the active backend's device (a no-op on the CPU)."""
     be = backend or get_backend()
@@ -184,7 +214,8 @@ def info() -> dict:
     out["blas"] = blas
     out["env"] = {k: os.environ[k] for k in
                   ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
-                   "NUMBA_NUM_THREADS", "MINICAE_BACKEND") if k in os.environ}
+                   "NUMBA_NUM_THREADS", "MINICAE_BACKEND", "MINICAE_KERNELS",
+                   "MINICAE_KERNEL_CACHE") if k in os.environ}
     return out
 
 
@@ -200,10 +231,9 @@ def keep_freed_memory(mmap_threshold=MMAP_THRESHOLD, trim_threshold=TRIM_THRESHO
     A training step allocates and frees the same arrays (0.4-4 MiB in the
     strided CAE) every step. By default glibc serves large blocks with fresh
     mmaps and trims the top of its heap, so the pages go back to the system
-    and the next step faults them in again, zeroed by the kernel: ~500 page
-    faults per strided-CAE step (numba, batch 128, 2 threads), 8.1 -> 7.2 ms
-    per step with this call (``benchmarks/bench_allocator.py``; ~1000 faults,
-    9.9 -> 8.2 ms before the round-6 kernels, benchmarks/README.md). With it,
+    and the next step faults them in again, zeroed by the kernel (hundreds of
+    page faults per strided-CAE step; ``benchmarks/bench_allocator.py`` measures
+    it, benchmarks/README.md has the numbers). With it,
     blocks under ``mmap_threshold`` come from the heap and up to
     ``trim_threshold`` bytes of freed memory stay with the process; peak memory
     is unchanged.

@@ -29,6 +29,8 @@ PENALTY_WEIGHTS = {"l1": 2e-6, "kl": 1e-3, "contractive": 1e-3}
 def _cmd_info(args):
     from .backend import info
 
+    if args.kernels:
+        return _cmd_tune(args, measure=False)
     data = info()
     if args.json:
         print(json.dumps(data, indent=2))
@@ -56,6 +58,23 @@ def _read_json(path):
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: expected JSON, got a file that does not parse "
                              f"({exc}). Restore it or start a new run.") from exc
+
+
+def _cmd_tune(args, measure=True):
+    """Run one training step of the model the train options describe and print each
+    convolution layer's kernels (``measure``: time them now, keep them on disk)."""
+    from . import dispatch
+    from .backend import set_backend
+    from .tune import format_report, kernel_report
+
+    if args.backend:
+        set_backend(args.backend)
+    args.n_images = args.batch_size
+    images, _ = _load_images(args)
+    model = _build_model(args, images)
+    rows = kernel_report(model, images[:args.batch_size], measure=measure)
+    print("\n".join(format_report(rows, dispatch.cache_file())))
+    return 0
 
 
 def _load_images(args):
@@ -328,7 +347,14 @@ def build_parser():
     parser.commands = sub.choices
     p = sub.add_parser("info", help="list backends, BLAS and threads")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--kernels", action="store_true",
+                   help="show the kernel each convolution layer of the model (train's "
+                        "options) runs, and why")
+    _add_train_arguments(p)
     p.set_defaults(func=_cmd_info)
+    p = sub.add_parser("tune", help="measure and cache the fastest kernels for a model")
+    _add_train_arguments(p)
+    p.set_defaults(func=_cmd_tune)
     p = sub.add_parser("train", help="train an autoencoder, write a run directory")
     _add_train_arguments(p)
     p.set_defaults(func=_cmd_train)

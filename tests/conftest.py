@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from minicae import backend as backend_mod
+# Kernel choices: the fixed order (no timing in tests; tests/test_dispatch.py
+# measures), remembered in a directory of the test session's own.
+os.environ.setdefault("MINICAE_KERNELS", "fixed")
+os.environ.setdefault("MINICAE_KERNEL_CACHE", tempfile.mkdtemp(prefix="minicae-kernels-"))
+
+from minicae import backend as backend_mod  # noqa: E402
 
 # The `backend` fixture only selects a backend, so sharing it across
 # generated examples is safe.

@@ -1,5 +1,5 @@
-"""Convolutions on two threads (Python threads for the columns, Numba threads in the
-direct kernels): same results as the serial path, BLAS restored."""
+"""Convolutions on two threads (Numba threads in the registered kernels): the same
+results as on one, BLAS's own limit untouched."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from minicae import functional as F
-from minicae.functional import _parallel
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -51,101 +50,48 @@ def two_blas_threads():
         yield
 
 
-@pytest.fixture(params=["numpy", "numba"])
-def cpu_backend(request):
-    """The CPU backends only: threaded chunks are a CPU path (CuPy keeps whole batches)."""
-    from minicae import backend as backend_mod
-
-    ok, reason = backend_mod.available_backends()[request.param]
-    if not ok:
-        pytest.skip(f"{request.param} backend: {reason}")
-    with backend_mod.use_backend(request.param) as be:
-        yield be
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("groups", [1, 2])
-@pytest.mark.parametrize("limit", [2**30, 4096])
-def test_threaded_chunks_match_serial(cpu_backend, two_blas_threads, monkeypatch, groups,
-                                      limit):
-    # the BLAS libraries loaded now (another may load later, e.g. through SciPy)
+def test_threaded_kernels_match_serial(two_blas_threads, monkeypatch, groups):
+    """Every numba kernel that splits its images over Numba's threads gives the serial
+    results (up to the order of the weight gradient's partial sums)."""
+    from minicae import backend as backend_mod
+    from minicae import dispatch
+
+    if not backend_mod.available_backends()["numba"][0]:
+        pytest.skip("numba backend: Numba is not installed")
+    from minicae.kernels import _numba_conv
+
     held = {p["filepath"]: p["num_threads"] for p in threadpoolctl.threadpool_info()
             if p["user_api"] == "blas"}
-    previous = F.set_workspace_limit(limit)
-    try:
-        # serial: neither Python threads (columns) nor Numba threads (direct kernels)
-        monkeypatch.setattr(_parallel, "MIN_BYTES", 2**62)
-        monkeypatch.setattr(_parallel, "KERNEL_PER_THREAD_BYTES", 2**62)
-        serial = _all_ops(np.random.default_rng(3), groups=groups)
-        monkeypatch.setattr(_parallel, "MIN_BYTES", 0)                      # threaded
-        monkeypatch.setattr(_parallel, "KERNEL_PER_THREAD_BYTES", 1)
-        calls, kernel_calls = [], []
-        run, threads_of = _parallel.run_groups, _parallel.kernel_threads
-        monkeypatch.setattr("minicae.functional.conv.run_groups",
-                            lambda body, groups, hold=True: calls.append(len(groups))
-                            or run(body, groups, hold))
-        monkeypatch.setattr("minicae.functional.conv.kernel_threads",
-                            lambda n, nbytes: kernel_calls.append(threads_of(n, nbytes))
-                            or kernel_calls[-1])
-        threaded = _all_ops(np.random.default_rng(3), groups=groups)
-    finally:
-        F.set_workspace_limit(previous)
-    # the column path on Python threads; on numba, ungrouped convolutions are direct
-    # kernels that split their images over Numba's threads
-    assert max(calls, default=0) >= 2 or cpu_backend.name == "numba" and groups == 1, \
-        f"no call ran on two Python threads (groups per call: {calls})"
-    if cpu_backend.name == "numba":
-        assert max(kernel_calls) == 2, f"no direct kernel on two threads: {kernel_calls}"
+    threads_of, counts = _numba_conv.kernel_threads, []
+    monkeypatch.setattr(_numba_conv, "kernel_threads",
+                        lambda *a: counts.append(threads_of(*a)) or counts[-1])
+    with backend_mod.use_backend("numba"):
+        monkeypatch.setattr(_numba_conv, "KERNEL_PER_THREAD_BYTES", 2**62)   # serial
+        with dispatch.use_policy("fixed"):
+            serial = _all_ops(np.random.default_rng(3), groups=groups)
+        assert set(counts) == {1}
+        monkeypatch.setattr(_numba_conv, "KERNEL_PER_THREAD_BYTES", 1)       # threaded
+        with dispatch.use_policy("fixed"):
+            threaded = _all_ops(np.random.default_rng(3), groups=groups)
+    assert max(counts) == 2, f"no kernel on two threads: {counts}"
     for i, (a, b) in enumerate(zip(threaded, serial)):
-        # only the order of the weight gradient's sums over chunks differs
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12,
-                                   err_msg=f"output {i}, groups={groups}, limit={limit}")
+                                   err_msg=f"output {i}, groups={groups}")
     after = {p["filepath"]: p["num_threads"] for p in threadpoolctl.threadpool_info()
              if p["filepath"] in held}
-    assert after == held and set(held.values()) == {2}, \
-        f"BLAS threads not restored: {after}, expected {held}"
-
-
-def test_serial_without_blas_control(monkeypatch):
-    monkeypatch.setitem(_parallel._STATE, "blas", ())      # as without threadpoolctl
-    assert _parallel.thread_groups(64, 2**30) == (1, False)
-    assert _parallel.run_groups(lambda g: sum(g), [[1, 2], [3]], False) == [3, 3]
-
-
-def test_run_groups_orders_results_and_raises_a_group_error(two_blas_threads):
-    """Results come back in group order; an error in any group (the caller's or a
-    worker's) is raised after all groups finished, BLAS is restored, and the next
-    call runs normally."""
-    assert _parallel.run_groups(lambda g: [x * 2 for x in g], [[1], [2, 3], [4]]) == [
-        [2], [4, 6], [8]]
-
-    def body(group):
-        if group == ["bad"]:
-            raise ValueError("group failed")
-        return group
-
-    for groups in ([["ok"], ["bad"]], [["bad"], ["ok"]]):
-        with pytest.raises(ValueError, match="group failed"):
-            _parallel.run_groups(body, groups)
-        blas = [p["num_threads"] for p in threadpoolctl.threadpool_info()
-                if p["user_api"] == "blas"]
-        assert all(k == 2 for k in blas), f"BLAS threads not restored: {blas}"
-    assert _parallel.run_groups(body, [["a"], ["b"]]) == [["a"], ["b"]]
+    assert after == held, f"BLAS threads changed: {after}, expected {held}"
 
 
 def test_thread_count_follows_the_work(monkeypatch):
-    """On many cores a call takes one thread per PER_THREAD_BYTES of columns (at least
-    two once MIN_BYTES is reached), not one per core whatever its size."""
-    import types
-
-    blas = (types.SimpleNamespace(num_threads=16),)
-    monkeypatch.setitem(_parallel._STATE, "blas", blas)
-    monkeypatch.setattr(_parallel, "_cores", lambda: 16)
-    per = _parallel.PER_THREAD_BYTES
-    assert _parallel.thread_groups(128, _parallel.MIN_BYTES - 1) == (1, True)
-    assert _parallel.thread_groups(128, _parallel.MIN_BYTES) == (2, True)
-    assert _parallel.thread_groups(128, 6 * per + per // 2) == (6, True)
-    assert _parallel.thread_groups(128, 100 * per) == (16, True)      # the cores
-    assert _parallel.thread_groups(3, 100 * per) == (3, True)         # the chunks
-    blas[0].num_threads = 4                                            # BLAS's limit
-    assert _parallel.thread_groups(128, 100 * per) == (4, True)
+    """A kernel takes one thread per KERNEL_PER_THREAD_BYTES of the columns it does
+    without, at most the images, the cores and the thread limit."""
+    _numba_conv = pytest.importorskip("minicae.kernels._numba_conv")
+    monkeypatch.setattr(_numba_conv, "_CORES", 16)
+    per = _numba_conv.KERNEL_PER_THREAD_BYTES
+    assert _numba_conv.kernel_threads(128, per - 1, 16) == 1
+    assert _numba_conv.kernel_threads(128, 6 * per + per // 2, 16) == 6
+    assert _numba_conv.kernel_threads(128, 100 * per, 16) == 16       # the cores
+    assert _numba_conv.kernel_threads(3, 100 * per, 16) == 3          # the images
+    assert _numba_conv.kernel_threads(128, 100 * per, 4) == 4         # the limit

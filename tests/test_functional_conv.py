@@ -237,23 +237,6 @@ def test_need_dx_false_skips_the_input_gradient(backend):
     assert_allclose(dweight, _backward("conv2d", dy, x, weight, kwargs)[1], rtol=1e-12)
 
 
-def test_workspace_chunks_give_identical_results(backend):
-    cfg = LARGE["conv2d"]
-    x, weight, bias = cfg.arrays()
-    dy = np.random.default_rng(2).standard_normal(
-        _forward("conv2d", x, weight, bias, cfg.kwargs()).shape)
-    whole = (_forward("conv2d", x, weight, bias, cfg.kwargs()),
-             *_backward("conv2d", dy, x, weight, cfg.kwargs()))
-    previous = F.set_workspace_limit(1)          # one image per chunk
-    try:
-        chunked = (_forward("conv2d", x, weight, bias, cfg.kwargs()),
-                   *_backward("conv2d", dy, x, weight, cfg.kwargs()))
-    finally:
-        F.set_workspace_limit(previous)
-    for a, b in zip(chunked, whole):
-        assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-
-
 # padding modes and sizes -----------------------------------------------------------
 
 @pytest.mark.parametrize("k,d", [(3, 1), (4, 1), (2, 3), (3, 2)])
@@ -383,57 +366,57 @@ def test_remembered_geometry_still_rejects_what_it_rejected(numpy_backend):
         F.conv_geometry((3, 3), 0, 1, 1, 1, where="max_pool2d")
 
 
-def test_plans_check_each_new_signature_once(numpy_backend, monkeypatch):
+def test_each_new_signature_is_checked_once(numpy_backend, monkeypatch):
     """A call signature (arrays' types, shapes, dtypes; plain hyperparameters) is
     checked on its first call only; a new shape, dtype, bias or a hyperparameter
     that is not a plain int/str/tuple of ints is checked again, so bad input
     still raises after good input of the same values."""
-    from minicae.functional import _plans as P
+    from minicae import dispatch
     from minicae.functional import conv as C
 
     checks = []
-    original = C._checked_conv2d
-    monkeypatch.setattr(C, "_checked_conv2d",
+    original = C.checked_conv2d
+    monkeypatch.setattr(C, "checked_conv2d",
                         lambda *a, **k: checks.append(a[3]) or original(*a, **k))
-    monkeypatch.setattr(P, "_PLANS", {})
-    monkeypatch.setattr(P, "_LAST", (None, None))
-    x, w, b = _arr(2, 3, 6, 6), _arr(4, 3, 3, 3), _arr(4)
-    first = F.conv2d(x, w, b, stride=2, padding=1)
-    again = F.conv2d(x, w, b, stride=2, padding=1)
-    np.testing.assert_array_equal(first, again)
-    assert len(checks) == 1
-    F.conv2d(x[:1], w, b, stride=2, padding=1)              # another batch size
-    F.conv2d(x, w, None, stride=2, padding=1)               # no bias
-    F.conv2d(x, w, b, stride=np.int64(2), padding=1)        # not a plain int: unplanned
-    F.conv2d(x, w, b, stride=np.int64(2), padding=1)
-    assert len(checks) == 5
-    with pytest.raises(TypeError, match=r"conv2d: expected input and weight to share"):
-        F.conv2d(x.astype(np.float32), w, b, stride=2, padding=1)
-    with pytest.raises(TypeError, match=r"conv2d: expected stride to be an int"):
-        F.conv2d(x, w, b, stride=2.0, padding=1)
-    with pytest.raises(ShapeError, match=r"conv2d_backward: expected dy of shape"):
-        F.conv2d_backward(_arr(2, 4, 4, 4), x, w, stride=2, padding=1)
+    with dispatch.use_policy("fixed"):                  # starts with no choices
+        x, w, b = _arr(2, 3, 6, 6), _arr(4, 3, 3, 3), _arr(4)
+        first = F.conv2d(x, w, b, stride=2, padding=1)
+        again = F.conv2d(x, w, b, stride=2, padding=1)
+        np.testing.assert_array_equal(first, again)
+        assert len(checks) == 1
+        F.conv2d(x[:1], w, b, stride=2, padding=1)              # another batch size
+        F.conv2d(x, w, None, stride=2, padding=1)               # no bias
+        F.conv2d(x, w, b, stride=np.int64(2), padding=1)        # not a plain int
+        F.conv2d(x, w, b, stride=np.int64(2), padding=1)
+        assert len(checks) == 5
+        with pytest.raises(TypeError, match=r"conv2d: expected input and weight to share"):
+            F.conv2d(x.astype(np.float32), w, b, stride=2, padding=1)
+        with pytest.raises(TypeError, match=r"conv2d: expected stride to be an int"):
+            F.conv2d(x, w, b, stride=2.0, padding=1)
+        with pytest.raises(TypeError, match=r"conv2d: expected stride to be an int"):
+            F.conv2d(x, w, b, stride=True, padding=1)
+        with pytest.raises(ShapeError, match=r"conv2d_backward: expected dy of shape"):
+            F.conv2d_backward(_arr(2, 4, 4, 4), x, w, stride=2, padding=1)
 
 
-def test_plans_are_kept_per_backend(monkeypatch):
-    """The numba backend's plan of a strided conv holds its direct kernel; the same
-    signature under NumPy gets its own plan, with the columns (no direct kernel);
-    entering a backend again finds its plans."""
-    from minicae.functional import _plans as P
+def test_choices_are_kept_per_backend():
+    """The numba backend's choice for a strided conv is a registered kernel; the same
+    signature under NumPy gets the reference; entering a backend again finds its
+    choice (the same function, not made again)."""
+    from minicae import dispatch
 
     if not backend_mod.available_backends()["numba"][0]:
         pytest.skip("numba backend: Numba is not installed")
-    monkeypatch.setattr(P, "_PLANS", {})
-    monkeypatch.setattr(P, "_LAST", (None, None))
     x, w = _arr(2, 3, 6, 6), _arr(4, 3, 3, 3)
-    directs = {}
-    for name in ("numba", "numpy", "numba"):          # a new Backend object each time
-        with backend_mod.use_backend(name):
-            F.conv2d(x, w, stride=2, padding=1)
-            (plan,) = P._PLANS[backend_mod.get_backend()].values()
-            directs.setdefault(name, plan[3])
-            assert plan[3] is directs[name]                   # remembered, not remade
-    assert directs["numba"] is not None and directs["numpy"] is None
+    runs = {}
+    with dispatch.use_policy("fixed"):
+        for name in ("numba", "numpy", "numba"):          # a new Backend object each time
+            with backend_mod.use_backend(name), dispatch.trace() as calls:
+                F.conv2d(x, w, stride=2, padding=1)
+            (choice,) = calls
+            runs.setdefault(name, choice)
+            assert choice.run is runs[name].run                  # remembered, not remade
+    assert runs["numba"].name == "numba.cv" and runs["numpy"].name == "reference"
 
 
 def test_empty_batch_gives_zero_parameter_gradients(backend):

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+import columns
 from numpy.testing import assert_allclose, assert_array_equal
 from strategies import Im2colConfig, im2col_configs
 
 from minicae import backend as backend_mod
-from minicae.functional import _direct
+from minicae import dispatch
 
 numba = pytest.importorskip("numba", reason="the SIMD kernels need Numba")
 _numba = pytest.importorskip("minicae.kernels._numba")
@@ -110,10 +111,9 @@ def test_fma_sum_and_relu_lane_by_lane(dtype):
 
 def _reference(x, weight, bias, dy, cfg):
     """y, dx, dW of a stride-1 convolution from NumPy's im2col/col2im in float64."""
-    from minicae.kernels import _numpy
 
     c_out = weight.shape[0]
-    cols = _numpy.im2col_kn(x.astype(np.float64), *cfg.args())     # (C, kh, kw, N, oh, ow)
+    cols = columns.im2col_kn(x.astype(np.float64), *cfg.args())     # (C, kh, kw, N, oh, ow)
     n, oh, ow = cols.shape[3:]
     cols_mat = cols.reshape(-1, n, oh * ow)
     w_mat = weight.reshape(c_out, -1).astype(np.float64)
@@ -121,7 +121,7 @@ def _reference(x, weight, bias, dy, cfg):
     if bias is not None:
         y = y + bias.reshape(1, -1, 1, 1)
     dcols = np.einsum("ok,nop->knp", w_mat, dy.reshape(n, c_out, -1).astype(np.float64))
-    dx = _numpy.col2im_kn(dcols.reshape(cols.shape), cfg.h, cfg.w, *cfg.geometry())
+    dx = columns.col2im_kn(dcols.reshape(cols.shape), cfg.h, cfg.w, *cfg.geometry())
     dw = np.einsum("nop,knp->ok", dy.reshape(n, c_out, -1), cols_mat).reshape(weight.shape)
     return y, dx, dw
 
@@ -216,7 +216,6 @@ def test_simd_paths_of_conv_layers_equal_numpy(dtype, stride):
     and gradients as NumPy's columns, with a fused ReLU and its masked backward, with
     and without the input gradient."""
     from minicae import functional as F
-    from minicae.functional import conv as C
 
     rng = np.random.default_rng(11 + stride)
     x = rng.standard_normal((5, 6, 14, 35)).astype(dtype)
@@ -226,21 +225,21 @@ def test_simd_paths_of_conv_layers_equal_numpy(dtype, stride):
     bt = rng.standard_normal(6).astype(dtype)
     kw = dict(stride=stride, padding=1)
     kt = dict(stride=stride, padding=2 // stride, dilation=3 - stride, output_padding=1)
-    rule = _direct._s1_kernels if stride == 1 else _direct._cv_kernels
+    family = "numba.s1" if stride == 1 else "numba.cv"
     results = {}
     for name in ("numpy", "numba"):
-        with backend_mod.use_backend(name):
-            g = F.conv_geometry((3, 3), stride, 1, 1, 1, where="test")
-            assert (rule(x, 6, 10, g) is not None) == (name == "numba")
-            y = C._conv2d(x, w, b, relu=True, **kw)
+        with backend_mod.use_backend(name), dispatch.use_policy("fixed"), \
+                dispatch.trace() as calls:
+            y = F.conv2d(x, w, b, relu=True, **kw)
             dy = np.cos(np.arange(y.size)).reshape(y.shape).astype(dtype)
-            grads = C._conv2d_backward_kept(dy, x, w, None, relu_out=y, **kw)
-            no_dx = C._conv2d_backward_kept(dy, x, w, None, relu_out=y, need_dx=False, **kw)
+            grads = F.conv2d_backward(dy, x, w, relu_out=y, **kw)
+            no_dx = F.conv2d_backward(dy, x, w, relu_out=y, need_dx=False, **kw)
             assert no_dx[0] is None
             yt = F.conv_transpose2d(z, w, bt, **kt)
             dyt = np.sin(np.arange(yt.size)).reshape(yt.shape).astype(dtype)
             gt = F.conv_transpose2d_backward(dyt, z, w, **kt)
             results[name] = (y, *grads, *no_dx[1:], yt, *gt)
+        assert {c.name for c in calls} == ({family} if name == "numba" else {"reference"})
     names = ("y", "dx", "dW", "db", "dW no dx", "db no dx", "yt", "dz", "dWt", "dbt")
     tol = 1e-10 if dtype == np.float64 else 2e-4
     for got, want, what in zip(results["numba"], results["numpy"], names):
@@ -250,28 +249,34 @@ def test_simd_paths_of_conv_layers_equal_numpy(dtype, stride):
 
 
 def test_stride1_kernels_are_not_taken_where_they_do_not_apply():
-    """Strided, grouped, 1x1, one-output-channel and float16 convolutions keep their
-    other paths (columns, or the narrower direct kernels)."""
+    """Strided, grouped, 1x1, one-output-channel and float16 convolutions are not
+    taken by the stride-1 kernels, nor stride 1, grouped or one-output-channel ones
+    by the strided kernels (their registered ``applies``)."""
     from minicae import functional as F
+    from minicae.kernels import ConvCall
 
-    x32 = np.zeros((2, 4, 8, 8), np.float32)
-    with backend_mod.use_backend("numba"):
-        def geo(k=3, s=1, groups=1):
-            return F.conv_geometry((k, k), s, 1, 1, groups, where="test")
-        assert _direct._s1_kernels(x32, 4, 8, geo()) is not None
-        assert _direct._s1_kernels(x32, 4, 8, geo(s=2)) is None
-        assert _direct._s1_kernels(x32, 4, 8, geo(groups=2)) is None
-        assert _direct._s1_kernels(x32, 4, 8, geo(k=1)) is None
-        assert _direct._s1_kernels(x32, 4, 1, geo()) is None            # conv_direct's
-        assert _direct._s1_kernels(x32, 1, 8, geo()) is None            # conv_c1's (3x3 s1)
-        assert _direct._s1_kernels(x32, 1, 8, geo(k=5)) is not None     # not a c1 geometry
-        assert _direct._s1_kernels(x32.astype(np.float16), 4, 8, geo()) is None
-        # strides above 1: the channel-vector kernels, except grouped and one-channel
-        assert _direct._cv_kernels(x32, 4, 8, geo(s=2)) is not None
-        assert _direct._cv_kernels(x32, 4, 8, geo()) is None
-        assert _direct._cv_kernels(x32, 4, 8, geo(s=2, groups=2)) is None
-        assert _direct._cv_kernels(x32, 1, 8, geo(s=2)) is None        # conv_c1's
-        assert _direct._cv_kernels(x32, 4, 1, geo(s=2)) is None
+    with backend_mod.use_backend("numba") as be:
+        found = {c.name: c for c in be.kernels.candidates if c.op == "conv2d"}
+
+    def takes(name, c_in, c_out, k=3, s=1, groups=1, dtype=np.float32):
+        g = F.conv_geometry((k, k), s, 1, 1, groups, where="test")
+        oh, ow = g.output_hw(8, 8)
+        return found[name].applies(ConvCall((2, c_in, 8, 8), (c_out, c_in // groups, k, k),
+                                            np.dtype(dtype), g, (oh, ow), False, 1))
+
+    assert takes("numba.s1", 4, 8)
+    assert not takes("numba.s1", 4, 8, s=2)
+    assert not takes("numba.s1", 4, 8, groups=2)
+    assert not takes("numba.s1", 4, 8, k=1)
+    assert not takes("numba.s1", 4, 1)                          # conv_direct's
+    assert takes("numba.s1", 1, 8, k=5)
+    assert not takes("numba.s1", 4, 8, dtype=np.float16)
+    # strides above 1: the channel-vector kernels, except grouped and one-channel
+    assert takes("numba.cv", 4, 8, s=2)
+    assert not takes("numba.cv", 4, 8)
+    assert not takes("numba.cv", 4, 8, s=2, groups=2)
+    assert not takes("numba.cv", 4, 1, s=2)
+    assert takes("numba.c1", 1, 8, s=2) and not takes("numba.c1", 1, 8, k=5)
 
 
 @numba.njit
@@ -316,39 +321,6 @@ def test_strided_simd_conv_channel_blocks(dtype, c, c_out, hw, stride):
                        pt=1, pb=1, pl=1, pr=0, dil_h=1, dil_w=1, seed=c + hw)
     for relu in (False, True):
         _check_strided(cfg, c_out, True, relu, dtype)
-
-
-@pytest.mark.parametrize("stride", [1, 2])
-def test_direct_kernels_in_chunks_of_images_give_the_same_results(stride, monkeypatch):
-    """A batch run through the direct kernels a few images a call (the weight
-    gradients summed over the calls) equals one call over the whole batch."""
-    from minicae import functional as F
-    from minicae.functional import conv as C
-
-    rng = np.random.default_rng(21)
-    x = rng.standard_normal((7, 5, 12, 11))
-    w = rng.standard_normal((9, 5, 3, 3))
-    b = rng.standard_normal(9)
-    kw = dict(stride=stride, padding=1)
-    runs = []
-    real = C._direct_chunks
-    with backend_mod.use_backend("numba"):
-        for chunk in (2**62, 1):                     # whole batch; one image a call
-            monkeypatch.setattr(C, "_DIRECT_CHUNK_BYTES", chunk)
-            monkeypatch.setattr(C, "_DIRECT_CHUNK_MIN", 1)
-            calls = []
-            monkeypatch.setattr(C, "_direct_chunks", lambda n, per_image, c=calls:
-                                c.append(len(real(n, per_image)[0]))
-                                or real(n, per_image))
-            y = F.conv2d(x, w, b, **kw)
-            dy = np.cos(np.arange(y.size)).reshape(y.shape)
-            yt = F.conv_transpose2d(y, w, None, output_padding=stride - 1, **kw)
-            runs.append((y, *F.conv2d_backward(dy, x, w, **kw), yt,
-                         *F.conv_transpose2d_backward(np.sin(np.arange(yt.size)).reshape(
-                             yt.shape), y, w, output_padding=stride - 1, **kw)))
-            assert max(calls) == (1 if chunk > 1 else 7), calls
-    for whole, chunked in zip(*runs):
-        assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

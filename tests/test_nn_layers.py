@@ -132,34 +132,25 @@ def _run(model, x, dy, *, fused):
     return [to_numpy(a).copy() for a in (y, dx, *(p.grad for p in model.parameters()))]
 
 
-@pytest.mark.parametrize("threads", [False, True])
-def test_fused_relu_gives_the_unfused_values(backend, monkeypatch, threads):
+def test_fused_relu_gives_the_unfused_values(backend):
     """A Conv2d/ConvTranspose2d followed by a ReLU runs as one layer in a Sequential
-    (max(·, 0) per chunk in the forward, dy masked per chunk in the backward): the
-    output and every gradient are the same numbers as the two layers run apart."""
-    from minicae.functional import _parallel
-
-    if threads:
-        monkeypatch.setattr(_parallel, "MIN_BYTES", 0)
-        F.set_workspace_limit(4096)          # several chunks, on two threads
-    try:
-        rng = np.random.default_rng(0)
-        x = to_device(rng.standard_normal((5, 2, 9, 8)).astype(np.float32))
-        model = _fusable_model(1)
-        y = model(x)
-        assert model._fused == {0, 2, 4}, model._fused
-        dy = to_device(rng.standard_normal(y.shape).astype(np.float32))
-        fused = _run(model, x, dy, fused=True)
-        unfused = _run(model, x, dy, fused=False)
-    finally:
-        F.set_workspace_limit(256 * 2**20)
+    (conv2d(..., relu=True) and its backward with relu_out): the output and every
+    gradient are the same numbers as the two layers run apart."""
+    rng = np.random.default_rng(0)
+    x = to_device(rng.standard_normal((5, 2, 9, 8)).astype(np.float32))
+    model = _fusable_model(1)
+    y = model(x)
+    assert model._fused == {0, 2, 4}, model._fused
+    dy = to_device(rng.standard_normal(y.shape).astype(np.float32))
+    fused = _run(model, x, dy, fused=True)
+    unfused = _run(model, x, dy, fused=False)
     for i, (a, b) in enumerate(zip(fused, unfused)):
         assert_array_equal(a, b, err_msg=f"output {i} on {backend.name}")
     assert (fused[0] >= 0).all() and (fused[0] == 0).any()
 
 
 def test_fused_relu_in_eval_mode(backend):
-    """In eval mode (no kept columns) the fused pairs give the unfused output too."""
+    """In eval mode the fused pairs give the unfused output too."""
     rng = np.random.default_rng(3)
     x = to_device(rng.standard_normal((3, 2, 8, 8)).astype(np.float32))
     model = _fusable_model(4)
@@ -511,15 +502,13 @@ def test_sequential_without_input_grad_keeps_parameter_grads(backend, first):
                         err_msg=f"{name} with {first} first on {backend.name}")
 
 
-def test_conv2d_kept_columns_give_the_functional_gradients(backend):
-    """A training Conv2d keeps im2col(x) for dW; batches of other sizes reuse the buffer.
-    (Grouped: on Numba the ungrouped ones run the direct kernels, which keep nothing.)"""
+def test_conv2d_layer_gives_the_functional_gradients(backend):
+    """A Conv2d's backward is the public functional op's, at every batch size."""
     rng = np.random.default_rng(3)
     layer = nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, rng=rng, dtype=np.float64)
-    for n in (5, 2, 7):                          # shrink, then grow the kept buffer
+    for n in (5, 2, 7):
         x = to_device(rng.standard_normal((n, 4, 9, 8)))
         y = layer(x)
-        assert layer._cols is not None           # the kept path is the one tested
         dy = to_device(rng.standard_normal(y.shape))
         layer.zero_grad()
         dx = layer.backward(dy)
@@ -528,6 +517,3 @@ def test_conv2d_kept_columns_give_the_functional_gradients(backend):
                                   ("dx", "dweight", "dbias")):
             assert_allclose(to_numpy(got), to_numpy(ref), rtol=1e-12, atol=1e-12,
                             err_msg=f"{name} at batch {n} on {backend.name}")
-    layer.eval()
-    layer(x)
-    assert layer._cols is None                   # nothing kept outside training

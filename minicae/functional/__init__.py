@@ -13,8 +13,7 @@ from .activations import (ACTIVATIONS, leaky_relu, leaky_relu_backward, leaky_re
                           leaky_relu_grad2, relu, relu_backward, relu_grad, relu_grad2,
                           sigmoid, sigmoid_backward, sigmoid_grad, sigmoid_grad2, tanh,
                           tanh_backward, tanh_grad, tanh_grad2)
-from .conv import (conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward,
-                   get_workspace_limit, set_workspace_limit)
+from .conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
 from .linear import linear, linear_backward
 from .pool import max_pool2d, max_pool2d_backward, upsample, upsample_backward
 from .losses import (BCE_EPS, REDUCTIONS, bce, bce_backward, bce_with_logits,
@@ -44,8 +43,7 @@ __all__ = [
     "relu_grad2", "leaky_relu", "leaky_relu_backward", "leaky_relu_grad",
     "leaky_relu_grad2", "sigmoid", "sigmoid_backward", "sigmoid_grad", "sigmoid_grad2",
     "tanh", "tanh_backward", "tanh_grad", "tanh_grad2", "conv2d", "conv2d_backward",
-    "conv_transpose2d", "conv_transpose2d_backward", "get_workspace_limit",
-    "set_workspace_limit", "linear", "linear_backward", "max_pool2d",
+    "conv_transpose2d", "conv_transpose2d_backward", "linear", "linear_backward", "max_pool2d",
     "max_pool2d_backward", "upsample", "upsample_backward", "asarray", "array_module",
     "BCE_EPS", "REDUCTIONS", "mse", "mse_backward", "bce", "bce_backward",
     "bce_with_logits", "bce_with_logits_backward", "log_softmax", "softmax",

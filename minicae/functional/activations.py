@@ -18,27 +18,6 @@ __all__ = ["relu", "relu_backward", "relu_grad", "relu_grad2",
            "tanh", "tanh_backward", "tanh_grad", "tanh_grad2", "ACTIVATIONS"]
 
 
-# The one-pass Numba ReLU backward from this many entries (numba kernel set only);
-# below, NumPy's calls cost less than the dispatch. Not split over the cores: at
-# 401k entries two halves on the pool ran 0.18 ms vs 0.17 on one thread
-# (benchmarks/README.md, round 4; a direct conv backward's mask, inside the
-# kernel that splits the same images over the threads, does pay: rounds 10-11).
-NUMBA_MIN = 1 << 14
-
-
-def _numba_relu(a, b, min_size=NUMBA_MIN):
-    """The numba kernel module when a and b suit its elementwise loops (ReLU, and
-    a bias gradient's channel sums), else None."""
-    if (a.size < min_size or active().kernels.name != "numba"
-            or not isinstance(a, numpy.ndarray) or not isinstance(b, numpy.ndarray)
-            or a.dtype != b.dtype or a.shape != b.shape
-            or a.dtype not in (numpy.float32, numpy.float64)
-            or not (a.flags.c_contiguous and b.flags.c_contiguous)):
-        return None
-    from ..kernels import _numba
-    return _numba
-
-
 def relu(x):
     r"""ReLU(x) = max(x, 0); ReLU′(x) = 1 if x > 0 else 0 (ReLU′(0) = 0)."""
     check_input(x, where="relu")
@@ -55,17 +34,9 @@ def relu_grad2(a):
     return active().xp.zeros_like(a)
 
 
-def relu_backward(dy, x, out=None):
-    """dL/dx = dL/dy ⊙ [x > 0] (into ``out`` when given, contiguous like x)."""
-    kernels = _numba_relu(dy, x)
-    if kernels is None:
-        if out is None:
-            return dy * (x > 0)
-        return active().xp.multiply(dy, x > 0, out=out)
-    if out is None:
-        out = numpy.empty_like(x)
-    kernels.relu_backward_flat(dy.reshape(-1), x.reshape(-1), out.reshape(-1))
-    return out
+def relu_backward(dy, x):
+    """dL/dx = dL/dy ⊙ [x > 0]."""
+    return dy * (x > 0)
 
 
 def leaky_relu(x, negative_slope=0.01):
@@ -99,10 +70,8 @@ def sigmoid(x):
     One exponential and three in-place passes. Where e^{-x} overflows to
     +inf (x < -88.7 in float32), 1/(1 + inf) = 0 is the correctly rounded
     limit (σ(x) < 3e-39 there), so NumPy's overflow warning is silenced for
-    that one call. Measured against float64 this form is as accurate as the
-    two-branch e^{-|x|} form (max relative error 2.1e-7 vs 2.4e-7 in float32)
-    and 12x faster (0.15 vs 1.8 ms on 256×784): the branch select was the
-    cost (benchmarks/README.md, round 2). σ′ = σ(1 − σ), σ″ = σ′(1 − 2σ).
+    that one call. Against float64 this form is as accurate as the two-branch
+    e^{-|x|} form and faster (no branch select). σ′ = σ(1 − σ), σ″ = σ′(1 − 2σ).
     """
     check_input(x, where="sigmoid")
     xp = active().xp

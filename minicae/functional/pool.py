@@ -6,6 +6,7 @@ from .._validation import as_pair, check_positive_int
 from ..errors import ShapeError
 from ._common import active, check_input, check_same_dtype
 from ._geometry import check_fits, conv_geometry
+from .conv import col2im, im2col
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "upsample", "upsample_backward"]
 
@@ -20,7 +21,7 @@ def _pool_geometry(kernel_size, stride, padding, where):
 
 
 def _windows(x, g):
-    """Windows of x padded with -inf, in GEMM layout: (C, kh*kw, N, oh, ow)."""
+    """Windows of x padded with -inf: (N, C, kh*kw, oh, ow)."""
     xp = active().xp
     n, c, h, w = x.shape
     if g.pt or g.pl:
@@ -28,8 +29,9 @@ def _windows(x, g):
         x_pad[:, :, g.pt:g.pt + h, g.pl:g.pl + w] = x
     else:
         x_pad = x
-    cols = active().kernels.im2col_kn(x_pad, g.kh, g.kw, g.sh, g.sw, 0, 0, 0, 0, 1, 1)
-    return cols.reshape(c, g.kh * g.kw, n, cols.shape[4], cols.shape[5])
+    unpadded = g._replace(pt=0, pb=0, pl=0, pr=0)
+    oh, ow = unpadded.output_hw(*x_pad.shape[2:])
+    return im2col(x_pad, unpadded, oh, ow).reshape(n, c, g.kh * g.kw, oh, ow)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False):
@@ -55,15 +57,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False):
     check_input(x, where=where, ndim=4, shape_text="(N, C, H, W)")
     g = _pool_geometry(kernel_size, stride, padding, where)
     check_fits(g, x.shape[2], x.shape[3], where)
-    windows = _windows(x, g)                        # (C, kh*kw, N, oh, ow)
-    argmax = windows.argmax(axis=1)                 # first maximum on ties
-    xp = active().xp
-    y = xp.take_along_axis(windows, argmax[:, None], axis=1)[:, 0]
-    # (C, N, oh, ow) -> (N, C, oh, ow)
-    y = xp.ascontiguousarray(y.transpose(1, 0, 2, 3))
-    if not return_indices:
-        return y
-    return y, xp.ascontiguousarray(argmax.transpose(1, 0, 2, 3))
+    windows = _windows(x, g)                        # (N, C, kh*kw, oh, ow)
+    argmax = windows.argmax(axis=2)                 # first maximum on ties
+    y = active().xp.take_along_axis(windows, argmax[:, :, None], axis=2)[:, :, 0]
+    return (y, argmax) if return_indices else y
 
 
 def max_pool2d_backward(dy, x, argmax, kernel_size, stride=None, padding=0):
@@ -87,12 +84,10 @@ def max_pool2d_backward(dy, x, argmax, kernel_size, stride=None, padding=0):
     if tuple(dy.shape) != (n, c, oh, ow):
         raise ShapeError(f"{where}: expected dy of shape {(n, c, oh, ow)}, got "
                          f"{tuple(dy.shape)}.")
-    # Columns in GEMM layout (C, kh*kw, N, oh, ow): dy at the argmax tap, 0 elsewhere.
-    cols = xp.zeros((c, g.kh * g.kw, n, oh, ow), dtype=dy.dtype)
-    xp.put_along_axis(cols, argmax.transpose(1, 0, 2, 3)[:, None],
-                      dy.transpose(1, 0, 2, 3)[:, None], axis=1)
-    cols = cols.reshape(c, g.kh, g.kw, n, oh, ow)
-    return active().kernels.col2im_kn(cols, h, w, g.sh, g.sw, g.pt, g.pb, g.pl, g.pr, 1, 1)
+    # Columns (N, C, kh*kw, oh, ow): dy at the argmax tap, 0 elsewhere.
+    cols = xp.zeros((n, c, g.kh * g.kw, oh, ow), dtype=dy.dtype)
+    xp.put_along_axis(cols, argmax[:, :, None], dy[:, :, None], axis=2)
+    return col2im(cols.reshape(n, c, g.kh, g.kw, oh, ow), h, w, g)
 
 
 def upsample(x, scale_factor=2):

@@ -1,115 +1,93 @@
-"""Hot loops, one module per backend, one signature.
+"""Registered fast kernels, one module per backend, beside the reference maths.
 
-Every kernel set provides
+A backend's kernel module lists its :class:`Candidate` records in ``CANDIDATES``
+(in order of preference: the ``fixed`` policy takes the first that applies).
+Each candidate names the op it computes, declares the calls it handles
+(``applies``) and its tolerance against the reference in functional/, and
+builds the function that runs one call signature (``make``). Registering a
+candidate puts it under tests/test_kernel_registry.py, which checks it against
+the reference on drawn geometries, forward and backward.
 
-``im2col_kn(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None) -> cols``
-    ``x`` of shape (N, C, H, W) to ``cols`` in GEMM layout (C, kh, kw, N, oh, ow)
-    with ``cols[c, i, j, n, p, q] = x_pad[n, c, p*sh + i*dil_h, q*sw + j*dil_w]``
-    where ``x_pad`` is ``x`` zero-padded by (pt, pb) rows and (pl, pr)
-    columns and ``oh = (H + pt + pb - dil_h*(kh-1) - 1) // sh + 1``. Reshaped
-    to (C*kh*kw, N*oh*ow) it is the operand of one matrix product for a whole
-    batch; max-pooling reshapes it to (C, kh*kw, N, oh, ow) windows.
+The ops and the function ``make(call)`` returns for each (``call`` is a
+:class:`ConvCall`; ``relu``: the forward fuses max(·, 0), the backward masks dY
+by ``relu_out > 0``):
 
-``col2im_kn(cols, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None) -> x``
-    the adjoint of ``im2col_kn``: every column entry is added back to the
-    input pixel it was read from, padding is dropped; ``x`` has shape
-    (N, C, h, w).
+``conv2d``, ``conv_transpose2d``
+    ``run(x, weight, bias) -> y``
+``conv2d_backward``, ``conv_transpose2d_backward``
+    ``run(dy, x, weight, relu_out, need_dx) -> (dx or None, dweight, dbias)``
 
-Both take ``out``, an optional contiguous work buffer (of the result's size)
-filled instead of allocating.
-
-``conv_direct(x, W, b, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out)``,
-``conv_direct_adjoint(dy, W, h, w, ..., out=None)``, ``conv_direct_wgrad(dy, x, kh, kw, ...)``
-    (optional) a convolution without columns (groups 1): its output, input gradient and
-    weight gradient, for the shapes where the columns cost more than they
-    save (Numba only; functional/conv.py decides when).
-
-``conv_c1(x, W, b, sh, sw, pt, pl, dil_h, dil_w, out, relu=False)``,
-``conv_c1_adjoint(dy, W, b, ..., out, relu=False)``,
-``conv_c1_wgrad(dy, x, kh, kw, ...) -> (dW, db)``
-    (optional) a convolution with one input channel without columns, and
-    ``C1_GEOMETRIES``, the (kh, kw, sh, sw, dil_h, dil_w) where it pays (Numba only).
-
-``conv_s1(x, W, b, pt, pl, dil_h, dil_w, out, relu=False)``,
-``conv_s1_adjoint(dy, W, pt, pl, dil_h, dil_w, out, bias=None, relu=False)``,
-``conv_s1_backward(dy, x, W, pt, pl, dil_h, dil_w, relu_out=None, dx=None,
-transposed=False) -> (dW, db)``
-    (optional) a convolution at stride 1 without columns (groups 1; float32 and
-    float64): output, transposed convolution (input gradient), and the whole
-    backward of either in one call (as ``conv_cv_backward`` below).
-
-``conv_cv(x, W, b, sh, sw, pt, pl, dil_h, dil_w, out, relu=False)``,
-``conv_cv_adjoint(dy, W, b, ..., out, relu=False)``
-    (optional) a strided convolution without columns (groups 1; float32 and
-    float64), the channels in the SIMD lanes, and its transposed convolution.
-
-``conv_cv_backward(dy, x, W, sh, sw, pt, pl, dil_h, dil_w, relu_out=None, dx=None) -> (dW, db)``,
-``conv_cv_t_backward(...)``, ``conv_c1_t_backward(...)`` (same arguments)
-    (optional) the whole backward of ``conv_cv``, of the transposed convolution
-    ``conv_cv_adjoint`` and of ``conv_c1_adjoint`` in one call: dY masked by a
-    fused ReLU's output, the input gradient into ``dx`` when given, dW and db.
-
-``adam_update(p, g, m, v, beta1, beta2, sqrt_bias2, eps, step)``
-    (optional) one Adam step in place, in one pass, with the NumPy path's
-    roundings (optim.py uses it for contiguous float arrays).
-
-``adam_update_many(ps, gs, ms, vs, beta1, beta2, sqrt_bias2, eps, step)``
-    (optional) the same over tuples of flat arrays, one call for all parameters.
-
-``CHUNK_BYTES`` (optional module constant)
-    the size of the columns of one chunk of images that this backend's loops
-    and GEMM handle best (the CPU caches); absent or 0: whole batches.
-
-Kernels import nothing from minicae and validate nothing: callers (the
-functional floor) have checked shapes and dtypes before calling them.
+A module may also provide ``adam_update`` and ``adam_update_many`` (one Adam
+step in place, see kernels/_numba_optim.py). Kernels import nothing from
+minicae and validate nothing: the functional floor has checked every call.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
-__all__ = ["KernelSet", "load_kernels"]
+__all__ = ["Candidate", "ConvCall", "KernelSet", "load_kernels", "column_bytes",
+           "COLUMN_LIMIT"]
+
+# Columns beyond this are neither built by a column candidate nor, when a kernel
+# without columns takes the call, by the timing of the reference (memory, not speed).
+COLUMN_LIMIT = 256 * 2**20
+
+
+class ConvCall(NamedTuple):
+    """What a candidate may know of a convolution call: all of it fixed per signature.
+
+    ``x_shape`` is the op's input, ``w_shape`` its weight, ``out_hw`` the output
+    of the forward op; ``g`` the normalised geometry (kh, kw, sh, sw, pt, pb, pl,
+    pr, dil_h, dil_w, groups); ``threads`` the thread limit in force.
+    """
+
+    x_shape: tuple
+    w_shape: tuple
+    dtype: object
+    g: tuple
+    out_hw: tuple
+    relu: bool
+    threads: int
+
+
+def column_bytes(op, call):
+    """Bytes of the im2col columns a call's convolution builds (for a transposed
+    convolution, those of the convolution it is the adjoint of)."""
+    g = call.g
+    if op.startswith("conv_transpose2d"):
+        c_in, (oh, ow) = call.w_shape[1] * g.groups, call.x_shape[2:]
+    else:
+        c_in, (oh, ow) = call.x_shape[1], call.out_hw
+    return call.x_shape[0] * c_in * g.kh * g.kw * oh * ow * call.dtype.itemsize
+
+
+class Candidate(NamedTuple):
+    """One registered kernel for one op."""
+
+    name: str
+    op: str
+    applies: Callable          # applies(call) -> bool: the geometries and dtypes it takes
+    make: Callable             # make(call) -> the run function of that call signature
+    rtol: float = 1e-5         # against the reference, float32 (float64: rtol**2)
+    atol: float = 1e-5
 
 
 class KernelSet(NamedTuple):
     name: str
-    im2col_kn: object
-    col2im_kn: object
-    chunk_bytes: int = 0     # columns per chunk that suit the caches; 0: whole batches
-    conv_direct: object = None           # optional direct convolution (see below)
-    conv_direct_adjoint: object = None
-    conv_direct_wgrad: object = None
-    conv_c1: object = None               # optional one-input-channel convolution
-    conv_c1_adjoint: object = None
-    conv_c1_wgrad: object = None
-    c1_geometries: tuple = ()
-    conv_s1: object = None               # optional stride-1 convolution, SIMD
-    conv_s1_adjoint: object = None
-    conv_s1_backward: object = None
-    conv_cv: object = None               # optional strided convolution, SIMD channels
-    conv_cv_adjoint: object = None
+    candidates: tuple = ()
     adam_update: object = None           # optional one-pass Adam step
-    conv_cv_backward: object = None      # optional whole backwards, one call each
-    conv_cv_t_backward: object = None
-    conv_c1_t_backward: object = None
     adam_update_many: object = None      # optional Adam step of many parameters, one call
 
 
-_MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
+_MODULES = {"numpy": None, "numba": "._numba_conv", "cupy": "._cupy"}
 
 
 def load_kernels(name: str) -> KernelSet:
     """Import the kernel module of backend ``name`` (lazily) and return its set."""
+    if _MODULES[name] is None:               # the NumPy backend runs the reference
+        return KernelSet(name)
     module = importlib.import_module(_MODULES[name], __name__)
-    return KernelSet(name, module.im2col_kn, module.col2im_kn,
-                     getattr(module, "CHUNK_BYTES", 0),
-                     *(getattr(module, f, None) for f in
-                       ("conv_direct", "conv_direct_adjoint", "conv_direct_wgrad",
-                        "conv_c1", "conv_c1_adjoint", "conv_c1_wgrad")),
-                     getattr(module, "C1_GEOMETRIES", ()),
-                     *(getattr(module, f, None) for f in
-                       ("conv_s1", "conv_s1_adjoint", "conv_s1_backward",
-                        "conv_cv", "conv_cv_adjoint", "adam_update",
-                        "conv_cv_backward", "conv_cv_t_backward", "conv_c1_t_backward",
-                        "adam_update_many")))
+    return KernelSet(name, tuple(module.CANDIDATES), getattr(module, "adam_update", None),
+                     getattr(module, "adam_update_many", None))

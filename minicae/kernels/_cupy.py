@@ -1,10 +1,10 @@
 """im2col_kn / col2im_kn / adam_update as CuPy elementwise kernels (one GPU thread per
-output cell).
+output cell), and the column candidates registered on them.
 
 ``col2im_kn`` gathers: each thread owns one input pixel and sums the column
 entries that read it, so the result is deterministic and needs no atomics.
 ``adam_update`` is Adam's ten array operations in one launch (a GPU step of a
-small model is bound by launches, benchmarks/README.md round 9), each rounded
+small model is bound by launches), each rounded
 once as NumPy rounds it. Written against CuPy's documented ``ElementwiseKernel``
 API.
 """
@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import cupy
 
-__all__ = ["im2col_kn", "col2im_kn", "adam_update"]
+from ._columns import column_candidates
+
+__all__ = ["CANDIDATES", "im2col_kn", "col2im_kn", "adam_update"]
 
 _IM2COL_KN = cupy.ElementwiseKernel(
     "raw T x, int32 n_img, int32 c, int32 h, int32 w, int32 kh, int32 kw, int32 oh, "
@@ -119,7 +121,7 @@ def _buffer(out, shape, dtype):
 
 
 def im2col_kn(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
-    """im2col in GEMM layout (C, kh, kw, N, oh, ow); see kernels/_numpy.py."""
+    """im2col in GEMM layout (C, kh, kw, N, oh, ow); see kernels/_columns.py."""
     n, c, h, w = x.shape
     oh = (h + pt + pb - dil_h * (kh - 1) - 1) // sh + 1
     ow = (w + pl + pr - dil_w * (kw - 1) - 1) // sw + 1
@@ -136,3 +138,7 @@ def col2im_kn(cols, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
     x = _buffer(out, (n, c, h, w), cols.dtype)
     _COL2IM_KN(cols, n, c, h, w, kh, kw, oh, ow, sh, sw, pt, pl, dil_h, dil_w, x)
     return x
+
+
+# the column candidates (kernels/_columns.py) on these kernels and cuBLAS
+CANDIDATES = column_candidates("cupy", cupy, im2col_kn, col2im_kn)

@@ -1,15 +1,11 @@
-"""im2col_kn / col2im_kn (GEMM layout) as Numba loops.
+"""im2col_kn / col2im_kn (GEMM layout) and the one-output-channel direct convolution
+as Numba loops.
 
-Each kernel has a serial and a parallel driver around one loop body (plus a
-gather/scatter variant for short or strided rows, see ``LOOP_MIN_ROW``). The
-parallel im2col_kn owns one (image, channel) plane of ``x`` per iteration (it
-writes that plane's kh*kw slabs of ``cols``) and the parallel col2im_kn one
-(image, channel) plane of ``x``, so
-no two iterations ever write the same cell and no atomics are needed. They
-are taken only from ``PARALLEL_MIN`` entries, which is set so that they are
-not taken at all next to a threaded BLAS. The direct convolution kernels at
-the end loop over images serially; their ``_threads`` drivers split the images
-over Numba's threads in contiguous ranges (``threads``, which conv.py sets).
+im2col_kn and col2im_kn (the column candidates' operands, kernels/_columns.py) run
+on one thread, with a row loop or, for short or strided rows (``LOOP_MIN_ROW``), a
+gather/scatter through a table of window offsets. The direct convolution kernels
+at the end loop over images serially; their ``_threads`` drivers split the images
+over Numba's threads in contiguous ranges (``threads``, kernels/_numba_conv.py).
 """
 
 from __future__ import annotations
@@ -26,18 +22,11 @@ from ._numba_s1 import conv_s1, conv_s1_adjoint, conv_s1_backward
 
 
 __all__ = ["im2col_kn", "col2im_kn", "conv_direct", "conv_direct_adjoint",
-           "conv_direct_wgrad", "relu_backward_flat", "conv_c1", "conv_c1_adjoint",
+           "conv_direct_wgrad", "conv_c1", "conv_c1_adjoint",
            "conv_c1_wgrad", "C1_GEOMETRIES", "conv_s1", "conv_s1_adjoint", "conv_s1_backward",
            "conv_cv", "conv_cv_adjoint", "adam_update",
            "channel_sums", "conv_cv_backward", "conv_cv_t_backward",
            "conv_c1_t_backward", "adam_update_many"]
-
-# Columns per chunk of images (functional/conv.py): 1 MiB stays in the 2 MiB
-# L2 with the GEMM's other operands, where the 4 MiB of round 1 spilled
-# (one thread: conv N128 16->32 14² s2 fwd+bwd 5.1 -> 4.7 ms, strided CAE
-# step 13.6 -> 13.2 ms; benchmarks/README.md, round 2).
-CHUNK_BYTES = 1 * 2**20
-
 
 @numba.njit(inline="always")
 def _q_range(c0, sw, w, ow):
@@ -103,20 +92,6 @@ def _im2col_kn_serial(x, cols, sh, sw, pt, pl, dil_h, dil_w):
     xf, cf = x.reshape(-1), cols.reshape(-1)
     buf = np.zeros(hp * wp, cols.dtype)
     for t in range(n * c):
-        _fill_plane(xf, buf, t, h, w, wp, pt, pl)
-        _plane_rows(buf, cf, t, c, kh, kw, n, oh, ow, wp, sh, sw, dil_h, dil_w)
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _im2col_kn_parallel(x, cols, sh, sw, pt, pl, dil_h, dil_w):
-    c, kh, kw, n, oh, ow = cols.shape
-    h, w = x.shape[2], x.shape[3]
-    hp, wp = _scratch_hw(h, w, oh, ow, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
-    xf, cf = x.reshape(-1), cols.reshape(-1)
-    # One iteration per (image, channel) plane, with its own scratch plane: it
-    # alone writes that plane's slabs.
-    for t in numba.prange(n * c):
-        buf = np.zeros(hp * wp, cols.dtype)
         _fill_plane(xf, buf, t, h, w, wp, pt, pl)
         _plane_rows(buf, cf, t, c, kh, kw, n, oh, ow, wp, sh, sw, dil_h, dil_w)
 
@@ -217,50 +192,18 @@ def _col2im_kn_scatter(cols, x, sh, sw, pt, pl, dil_h, dil_w):
                 xf[np.uintp(dst + q)] = buf[np.uintp(src + q)]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _col2im_kn_parallel(cols, x, sh, sw, pt, pl, dil_h, dil_w):
-    c, kh, kw, n, oh, ow = cols.shape
-    xf, cf = x.reshape(-1), cols.reshape(-1)
-    # One iteration per (image, channel) plane of x: it alone writes that
-    # plane, so the += never races and no atomics are needed.
-    for t in numba.prange(n * c):
-        _col2im_plane(cf, xf, t, c, kh, kw, n, oh, ow, x.shape[2], x.shape[3], sh, sw,
-                      pt, pl, dil_h, dil_w)
-
-
-# Column arrays at least this large would go to the parallel loops. Taken
-# never: a Numba parallel region next to OpenBLAS's threads (which spin after
-# each GEMM) makes both wait for a core. On a quiet 2-core machine with 2
-# threads (benchmarks/README.md, round 2), every Numba kernel serial and
-# OpenBLAS alone parallel: conv N32 64->64 fwd+bwd 165 -> 55 ms, 'full' CAE
-# step 34 -> 17 ms; with one thread nothing changes. The parallel drivers stay
-# (tested, race-free) for a caller that sets this (e.g. with a serial BLAS).
-PARALLEL_MIN = 1 << 62
-
-
-# Rows shorter than this, or strided, are gathered through an offset table
-# instead of copied row by row: with rows of 7 (N128 16ch 14² s2, the CAE's
-# second layer) the row loop's set-up lost to NumPy's strided copy (round 2),
-# and the gather beats both (whole batch, one thread: NumPy's copy 0.81 ->
-# 0.55 ms; 22 images 0.126 -> 0.077; 1ch 28² s2 rows of 14: row loop 0.111 ->
-# 0.090); at stride 1 with rows of 14 it loses (1.15 -> 1.24; round 4). The
-# same rule picks col2im_kn's scatter through the same table (whole batch:
-# 16ch 14² s2 0.74 -> 0.55 ms, 32ch 7² s1 1.22 -> 0.99, 1ch 28² s2 0.141 ->
-# 0.094; 16ch 14² s1 1.27 -> 2.17 and 64ch 32² 1.84 -> 3.61 are left alone).
+# Rows shorter than this, or strided, go through an offset table (im2col_kn's
+# gather, col2im_kn's scatter): a short row's loop set-up costs more than its copy.
 LOOP_MIN_ROW = 8
 
 
 def im2col_kn(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
-    """im2col in GEMM layout (C, kh, kw, N, oh, ow); see kernels/_numpy.py.
+    """im2col in GEMM layout (C, kh, kw, N, oh, ow); see kernels/_columns.py.
 
     Plane by plane: each (image, channel) plane is copied into a small
-    zero-bordered scratch plane that stays in L1, and every tap's slab is read
-    from it without bounds tests. This replaced a zero-padded copy of the
-    whole input (an allocation, a zeroing pass and a copy per chunk); one
-    thread, per chunk: 2 imgs 16ch 28² s1 0.029 -> 0.023 ms, 1 img 64ch 32²
-    0.112 -> 0.085, 37 imgs 16ch 14² s2 0.137 -> 0.084, 128 imgs 1ch 28² s2
-    0.091 -> 0.057 (benchmarks/README.md, round 6). Rows shorter than
-    ``LOOP_MIN_ROW``, or strided, are gathered (see above).
+    zero-bordered scratch plane that stays in L1 (no padded copy of the whole
+    input), and every tap's slab is read from it without bounds tests. Rows
+    shorter than ``LOOP_MIN_ROW``, or strided, are gathered (see above).
     """
     n, c, h, w = x.shape
     oh = (h + pt + pb - dil_h * (kh - 1) - 1) // sh + 1
@@ -270,9 +213,7 @@ def im2col_kn(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
     else:
         assert out.flags.c_contiguous and out.dtype == x.dtype   # reshape is a view
         cols = out.reshape((c, kh, kw, n, oh, ow))
-    kernel = _im2col_kn_parallel if cols.size >= PARALLEL_MIN else _im2col_kn_serial
-    if ow < LOOP_MIN_ROW or sw > 1:
-        kernel = _im2col_kn_gather
+    kernel = _im2col_kn_gather if ow < LOOP_MIN_ROW or sw > 1 else _im2col_kn_serial
     kernel(np.ascontiguousarray(x), cols, sh, sw, pt, pl, dil_h, dil_w)
     return cols
 
@@ -285,22 +226,16 @@ def col2im_kn(cols, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
     else:
         assert out.flags.c_contiguous and out.dtype == cols.dtype  # reshape is a view
         x = out.reshape((n, c, h, w))
-    kernel = _col2im_kn_parallel if cols.size >= PARALLEL_MIN and n * c > 1 \
-        else _col2im_kn_serial
-    if cols.shape[5] < LOOP_MIN_ROW or sw > 1:
-        kernel = _col2im_kn_scatter      # one thread, 16ch 14² s2: 22 images 0.116 -> 0.073 ms
+    short = cols.shape[5] < LOOP_MIN_ROW or sw > 1
+    kernel = _col2im_kn_scatter if short else _col2im_kn_serial
     kernel(np.ascontiguousarray(cols), x, sh, sw, pt, pl, dil_h, dil_w)
     return x
 
 
-# Direct convolution, without columns. It pays where the GEMM degenerates to a
-# matrix-vector product: one output channel (the 'full' CAE's 16->1 decoder).
-# One thread, N128 16->1 30² k3: forward 3.04 -> 2.27 ms, backward (dx + dW)
-# 7.77 -> 4.74 ms; with 16 output channels it loses 1.4-10x to im2col + GEMM
-# (benchmarks/README.md, round 2), so functional/conv.py takes it only for one
-# output channel. Each loop's innermost index is the output column q, with
-# unsigned flat indices so that it vectorises; no fastmath: the weight
-# gradient sums per column q first (elementwise, no reassociation).
+# Direct convolution, without columns, for one output channel (where the GEMM
+# degenerates to a matrix-vector product: the 'full' CAE's 16->1 decoder). Each
+# loop's innermost index is the output column q, with unsigned flat indices so that
+# it vectorises; no fastmath: the weight gradient sums per column q first.
 
 
 @numba.njit(inline="always")
@@ -466,56 +401,8 @@ def conv_direct_wgrad(dy, x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w, threa
     return dw
 
 
-# Elementwise ReLU backward (functional/activations.py takes it on the numba set
-# from NUMBA_MIN entries): one pass, where NumPy's ``dy * (x > 0)`` makes a bool
-# array, then a mixed-type product. Same products (dy·1 or dy·0), so same values.
-# Whole flat arrays, not range(start, stop) over them, let LLVM vectorize it: N128
-# 16ch 14² float32 0.24 (NumPy) -> 0.16 ms, where the range form ran 0.23.
-@numba.njit(cache=True, nogil=True)
-def relu_backward_flat(dy, x, out):
-    """out = dy · [x > 0] on flat contiguous arrays of one size (nogil)."""
-    one, zero = dy.dtype.type(1), dy.dtype.type(0)
-    for i in range(dy.size):
-        out[i] = dy[i] * (one if x[i] > 0 else zero)    # dL/dx = dL/dy ⊙ [x > 0]
-
-
 def channel_sums(dy):
     """Σ_{n,p,q} dy[n, c, p, q] per channel c (a bias gradient) of a C-contiguous
     float32/float64 dy, one vector sum per (image, channel) plane."""
     n, c = dy.shape[:2]
     return channel_sums_into(dy.reshape(-1), n, c, dy[0, 0].size, np.empty(c, dy.dtype))
-
-
-# Back from a GEMM's layout to NCHW, with the bias added in the same pass (the
-# layout copies of functional/conv.py on the numba set). NumPy's strided copy of
-# the transposed view ran 2-4x slower: (16, 64·196) -> (64, 16, 14, 14) with
-# bias 0.090 -> 0.020 ms (benchmarks/README.md, round 5). Same additions
-# (prod + b) or a plain copy, so the same values. Not for the (m·P, C) product of
-# the Yᵀ path: 1.05x faster on one thread, 1.05x slower on two.
-@numba.njit(cache=True, nogil=True)
-def _kn_to_nchw(prod, y, bias, has_bias, relu):
-    m, c, p = y.shape
-    zero = y.dtype.type(0)
-    for n in range(m):
-        for o in range(c):
-            src, dst = prod[o, n * p:(n + 1) * p], y[n, o]
-            if relu:
-                b = bias[o] if has_bias else zero
-                for q in range(p):
-                    v = src[q] + b if has_bias else src[q]
-                    # = np.maximum(v, 0): NaN kept, -0 and negatives to +0
-                    dst[q] = v if (v > 0 or v != v) else zero
-            elif has_bias:
-                b = bias[o]
-                for q in range(p):
-                    dst[q] = src[q] + b              # y[n, o, q] = prod[o, n·P + q] + b[o]
-            else:
-                dst[:] = src                         # a copy: -0 stays -0
-
-
-def kn_to_nchw(prod, y, bias, relu=False):
-    """y (m, C, oh, ow), contiguous, = prod + b from prod (C, m·P), contiguous;
-    max(·, 0) applied in the same pass with ``relu`` (a fused ReLU)."""
-    has_bias = bias is not None
-    b = np.ascontiguousarray(bias) if has_bias else np.zeros(1, y.dtype)
-    _kn_to_nchw(prod, y.reshape(y.shape[0], y.shape[1], -1), b, has_bias, relu)

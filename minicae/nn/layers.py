@@ -38,14 +38,11 @@ def _check_forward_input(layer, x, channels):
 class _ConvBase(Module):
     """What Conv2d and ConvTranspose2d share: hyperparameters, init, grads, repr.
 
-    A subclass names its pair of functional ops (``_op``, ``_op_backward``;
-    Conv2d overrides ``_forward_op``/``_backward_op`` instead, for its kept
-    columns), the pair of plans behind them (``_plans``: where a plan has a direct
-    kernel, the layer runs it without the op around it) and its weight layout;
-    everything else is common. Both ops take the fused
-    ReLU's flag (``relu`` forward, ``relu_out`` backward): nn.Sequential may
-    call ``forward(x, relu=True)`` for a layer followed by a ReLU, and
-    backward then takes dL/d(that output).
+    A subclass names its pair of public functional ops (``_op``,
+    ``_op_backward``) and its weight layout; everything else is common. Both ops
+    take the fused ReLU's flag (``relu`` forward, ``relu_out`` backward):
+    nn.Sequential may call ``forward(x, relu=True)`` for a layer followed by a
+    ReLU, and backward then takes dL/d(that output).
     """
 
     _op = _op_backward = None
@@ -71,50 +68,24 @@ class _ConvBase(Module):
                                           dtype=dtype))
         self.bias = (Parameter(F.asarray(uniform_bias(rng, self.out_channels, fan_in),
                                          dtype=dtype)) if bias else None)
-        self._x = None
-
-    def _geometry_kwargs(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    groups=self.groups)
+        self._x = self._relu_out = None
 
     def forward(self, x, *, relu=False):
-        """y = op(x) + b; with ``relu``, max(y, 0) applied chunk by chunk as y is
-        computed (a following ReLU fused in)."""
+        """y = op(x) + b; with ``relu``, max(y, 0) (a following ReLU fused in)."""
         _check_forward_input(self, x, self.in_channels)
         self._x = x
-        bias = self.bias.data if self.bias is not None else None
-        # a direct kernel's plan runs it from here: the functional op around it
-        # would only look the plan up again (benchmarks/README.md, round 12)
-        run = self._plans[0](x, self.weight.data, bias, *self._hyper())[-1]
-        if run is not None:
-            y, self._cols = run(x, self.weight.data, bias, relu), None  # no columns kept
-        else:
-            y = self._forward_op(x, bias, relu)
+        y = type(self)._op(x, self.weight.data, None if self.bias is None else self.bias.data,
+                           relu=relu, **self._hyper)
         self._relu_out = y if relu else None
         return y
-
-    def _hyper(self):
-        return self.stride, self.padding, self.dilation, self.groups
-
-    def _forward_op(self, x, bias, relu):
-        return type(self)._op(x, self.weight.data, bias, relu=relu,
-                              **self._geometry_kwargs())
-
-    def _backward_op(self, dy, need_dx):
-        return type(self)._op_backward(dy, self._x, self.weight.data, need_dx=need_dx,
-                                       relu_out=getattr(self, "_relu_out", None),
-                                       **self._geometry_kwargs())
 
     def backward(self, dy, *, need_dx=True):
         """Add dL/dW, dL/db into the gradients; return dL/dx (None if not need_dx)."""
         if self._x is None:
             raise RuntimeError(f"{self!r}: backward called before forward.")
-        x, weight, relu_out = self._x, self.weight.data, getattr(self, "_relu_out", None)
-        run = self._plans[1](dy, x, weight, relu_out, *self._hyper())[-1]
-        if run is not None:
-            dx, dweight, dbias = run(dy, x, weight, relu_out, need_dx)
-        else:
-            dx, dweight, dbias = self._backward_op(dy, need_dx)
+        dx, dweight, dbias = type(self)._op_backward(
+            dy, self._x, self.weight.data, need_dx=need_dx, relu_out=self._relu_out,
+            **self._hyper)
         self.weight.grad += dweight                  # accumulate, never assign
         if self.bias is not None:
             self.bias.grad += dbias
@@ -152,27 +123,9 @@ class Conv2d(_ConvBase):
         Kaiming gain ('relu', 'tanh', ... or a number) instead of the default.
     """
 
-    _op = staticmethod(F.conv._conv2d)
-    _plans = (F.conv._conv2d_plan, F.conv._conv2d_backward_plan)   # (forward, backward)
+    _op = staticmethod(F.conv2d)
+    _op_backward = staticmethod(F.conv2d_backward)
     _fuses_relu = True           # this exact class: nn.Sequential may pass relu=True
-
-    def _forward_op(self, x, bias, relu):
-        if not self.training:
-            self._cols = None
-            return super()._forward_op(x, bias, relu)
-        # In training, keep im2col(x) for the weight gradient (when small: the
-        # functional floor decides); backward then skips one im2col
-        # (benchmarks/README.md, round 2).
-        y, self._cols = F.conv._conv2d_keeping_columns(
-            x, self.weight.data, bias, buffer=getattr(self, "_cols", None), relu=relu,
-            **self._geometry_kwargs())
-        return y
-
-    def _backward_op(self, dy, need_dx):
-        # the kept columns when the forward kept them (None: recomputed)
-        return F.conv._conv2d_backward_kept(
-            dy, self._x, self.weight.data, getattr(self, "_cols", None), need_dx=need_dx,
-            relu_out=getattr(self, "_relu_out", None), **self._geometry_kwargs())
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, *, rng=None, dtype=numpy.float32,
@@ -189,6 +142,8 @@ class Conv2d(_ConvBase):
         self._init_params((out_channels, in_channels // groups, kh, kw),
                           in_channels // groups * kh * kw, bias, rng, dtype, init_gain,
                           where)
+        self._hyper = dict(stride=self.stride, padding=self.padding,
+                           dilation=self.dilation, groups=self.groups)
 
     def output_shape(self, h, w):
         """(oh, ow) for an (h, w) input."""
@@ -205,9 +160,8 @@ class ConvTranspose2d(_ConvBase):
     the matching convolution.
     """
 
-    _op = staticmethod(F.conv._conv_transpose2d)
-    _op_backward = staticmethod(F.conv._conv_transpose2d_backward)
-    _plans = (F.conv._conv_transpose2d_plan, F.conv._conv_transpose2d_backward_plan)
+    _op = staticmethod(F.conv_transpose2d)
+    _op_backward = staticmethod(F.conv_transpose2d_backward)
     _fuses_relu = True           # this exact class: nn.Sequential may pass relu=True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -234,14 +188,9 @@ class ConvTranspose2d(_ConvBase):
         self._init_params((in_channels, out_channels // groups, kh, kw),
                           out_channels // groups * kh * kw, bias, rng, dtype, init_gain,
                           where)
-
-    def _geometry_kwargs(self):
-        kw = super()._geometry_kwargs()
-        kw["output_padding"] = self.output_padding
-        return kw
-
-    def _hyper(self):
-        return self.stride, self.padding, self.output_padding, self.dilation, self.groups
+        self._hyper = dict(stride=self.stride, padding=self.padding,
+                           output_padding=self.output_padding, dilation=self.dilation,
+                           groups=self.groups)
 
 
 class Linear(Module):

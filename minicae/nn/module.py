@@ -180,8 +180,8 @@ _PLAIN = frozenset((int, float, bool, str, type(None)))     # never hold paramet
 
 def _parameters_of(module, out):
     """Append ``module``'s parameters to ``out`` in named_parameters' order, without
-    building their names (zero_grad asks for them every step; strided CAE, 8
-    parameters: 15.5 -> 6.0 us). A class with its own ``named_parameters`` is asked."""
+    building their names (zero_grad asks for them every step). A class with its own
+    ``named_parameters`` is asked."""
     kind = type(module).named_parameters
     if kind is Sequential.named_parameters:
         for _, child in module.named_children():
@@ -233,10 +233,9 @@ class Sequential(Module):
     def _fuses_next_relu(self, i):
         """Whether layer i (a Conv2d/ConvTranspose2d) applies the ReLU that follows it.
 
-        The convolution then takes max(·, 0) chunk by chunk while its output is
-        in cache, and in backward masks dy chunk by chunk before its own products:
-        the same values, two passes over the activation saved (strided CAE step,
-        benchmarks/README.md, round 6). Only for those exact classes, and only
+        The convolution op then takes max(·, 0) itself (``conv2d(..., relu=True)``)
+        and its backward masks dy (``relu_out``): the same values, two passes over
+        the activation saved. Only for those exact classes, and only
         when neither layer has a penalty (a penalty must see its layer's own
         output).
         """
