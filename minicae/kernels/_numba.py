@@ -510,7 +510,8 @@ def _kn_to_nchw(prod, y, bias, has_bias, relu):
                 for q in range(p):
                     dst[q] = src[q] + b              # y[n, o, q] = prod[o, n·P + q] + b[o]
             else:
-                dst[:] = src                         # a copy: -0 stays -0
+                for q in range(p):
+                    dst[q] = src[q]                  # a copy: -0 stays -0
 
 
 def kn_to_nchw(prod, y, bias, relu=False):
