@@ -35,6 +35,8 @@ from __future__ import annotations
 import os
 import threading
 
+from ._load import free_cores
+
 __all__ = ["thread_groups", "run_groups", "kernel_threads"]
 
 # Columns (bytes) of one call from which two threads pay. Conv 16->32 14² s2
@@ -78,13 +80,14 @@ def _blas_controllers():
 
 def _cores():
     """The cores this process may run on (asked once: a system call per layer showed
-    in the per-step Python time of small batches)."""
+    in the per-step Python time of small batches) that other processes leave free
+    (``_load``: a straggler on a shared core slows every parallel region)."""
     if "cores" not in _STATE:
         try:
             _STATE["cores"] = len(os.sched_getaffinity(0))
         except AttributeError:               # not on Linux
             _STATE["cores"] = os.cpu_count() or 1
-    return _STATE["cores"]
+    return free_cores(_STATE["cores"])
 
 
 def kernel_threads(n_images, nbytes):

@@ -14,8 +14,11 @@ over Numba's threads in contiguous ranges (``threads``, which conv.py sets).
 
 from __future__ import annotations
 
+import sys
+
 import numba
 import numpy as np
+from numba.core import event
 
 from ._numba_c1 import (C1_GEOMETRIES, conv_c1, conv_c1_adjoint, conv_c1_t_backward,
                         conv_c1_wgrad)
@@ -31,6 +34,31 @@ __all__ = ["im2col_kn", "col2im_kn", "conv_direct", "conv_direct_adjoint",
            "conv_cv", "conv_cv_adjoint", "adam_update",
            "channel_sums", "conv_cv_backward", "conv_cv_t_backward",
            "conv_c1_t_backward", "adam_update_many"]
+
+class _CompileNotice(event.Listener):
+    """Says once per process, on the first kernel Numba must compile rather than load
+    from its disk cache (a cache hit fires no compile event), that the wait is a
+    one-off: a cold start compiles for tens of seconds, a cached one for none."""
+
+    def __init__(self):
+        self.said = False
+
+    def on_start(self, ev):
+        func = ev.data["dispatcher"]
+        if self.said or not func.py_func.__module__.startswith(__package__):
+            return
+        self.said = True
+        where = getattr(getattr(func, "_cache", None), "_cache_path", None)
+        sys.stderr.write("compiling kernels for this machine (first run only, cached in "
+                         f"{where or numba.config.CACHE_DIR or 'memory'})\n")
+        sys.stderr.flush()
+
+    def on_end(self, ev):
+        pass
+
+
+event.register("numba:compile", _CompileNotice())
+
 
 # Columns per chunk of images (functional/conv.py): 1 MiB stays in the 2 MiB
 # L2 with the GEMM's other operands, where the 4 MiB of round 1 spilled
