@@ -4,7 +4,7 @@ output cell).
 ``col2im_kn`` gathers: each thread owns one input pixel and sums the column
 entries that read it, so the result is deterministic and needs no atomics.
 ``adam_update`` is Adam's ten array operations in one launch (a GPU step of a
-small model is bound by launches, benchmarks/README.md round 9), each rounded
+small model is bound by launches, benchmarks/history.md round 9), each rounded
 once as NumPy rounds it. Written against CuPy's documented ``ElementwiseKernel``
 API.
 """

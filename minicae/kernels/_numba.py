@@ -63,7 +63,7 @@ event.register("numba:compile", _CompileNotice())
 # Columns per chunk of images (functional/conv.py): 1 MiB stays in the 2 MiB
 # L2 with the GEMM's other operands, where the 4 MiB of round 1 spilled
 # (one thread: conv N128 16->32 14² s2 fwd+bwd 5.1 -> 4.7 ms, strided CAE
-# step 13.6 -> 13.2 ms; benchmarks/README.md, round 2).
+# step 13.6 -> 13.2 ms; benchmarks/history.md, round 2).
 CHUNK_BYTES = 1 * 2**20
 
 
@@ -204,7 +204,7 @@ def _col2im_plane(cf, xf, t, c, kh, kw, n, oh, ow, h, w, sh, sw, pt, pl, dil_h, 
                 o = cbase + p * ow
                 # x[row, q*sw + c0] += cols[c, i, j, b, p, q]. Unsigned indices
                 # drop the negative-index wraparound test, so the loop vectorises
-                # (2-3x NumPy's tap loop, benchmarks/README.md).
+                # (2-3x NumPy's tap loop, benchmarks/history.md).
                 for q in range(q_lo, q_hi):
                     xf[np.uintp(xr + q * sw)] += cf[np.uintp(o + q)]
 
@@ -259,7 +259,7 @@ def _col2im_kn_parallel(cols, x, sh, sw, pt, pl, dil_h, dil_w):
 # Column arrays at least this large would go to the parallel loops. Taken
 # never: a Numba parallel region next to OpenBLAS's threads (which spin after
 # each GEMM) makes both wait for a core. On a quiet 2-core machine with 2
-# threads (benchmarks/README.md, round 2), every Numba kernel serial and
+# threads (benchmarks/history.md, round 2), every Numba kernel serial and
 # OpenBLAS alone parallel: conv N32 64->64 fwd+bwd 165 -> 55 ms, 'full' CAE
 # step 34 -> 17 ms; with one thread nothing changes. The parallel drivers stay
 # (tested, race-free) for a caller that sets this (e.g. with a serial BLAS).
@@ -287,7 +287,7 @@ def im2col_kn(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
     whole input (an allocation, a zeroing pass and a copy per chunk); one
     thread, per chunk: 2 imgs 16ch 28² s1 0.029 -> 0.023 ms, 1 img 64ch 32²
     0.112 -> 0.085, 37 imgs 16ch 14² s2 0.137 -> 0.084, 128 imgs 1ch 28² s2
-    0.091 -> 0.057 (benchmarks/README.md, round 6). Rows shorter than
+    0.091 -> 0.057 (benchmarks/history.md, round 6). Rows shorter than
     ``LOOP_MIN_ROW``, or strided, are gathered (see above).
     """
     n, c, h, w = x.shape
@@ -325,7 +325,7 @@ def col2im_kn(cols, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
 # matrix-vector product: one output channel (the 'full' CAE's 16->1 decoder).
 # One thread, N128 16->1 30² k3: forward 3.04 -> 2.27 ms, backward (dx + dW)
 # 7.77 -> 4.74 ms; with 16 output channels it loses 1.4-10x to im2col + GEMM
-# (benchmarks/README.md, round 2), so functional/conv.py takes it only for one
+# (benchmarks/history.md, round 2), so functional/conv.py takes it only for one
 # output channel. Each loop's innermost index is the output column q, with
 # unsigned flat indices so that it vectorises; no fastmath: the weight
 # gradient sums per column q first (elementwise, no reassociation).
@@ -517,7 +517,7 @@ def channel_sums(dy):
 # Back from a GEMM's layout to NCHW, with the bias added in the same pass (the
 # layout copies of functional/conv.py on the numba set). NumPy's strided copy of
 # the transposed view ran 2-4x slower: (16, 64·196) -> (64, 16, 14, 14) with
-# bias 0.090 -> 0.020 ms (benchmarks/README.md, round 5). Same additions
+# bias 0.090 -> 0.020 ms (benchmarks/history.md, round 5). Same additions
 # (prod + b) or a plain copy, so the same values. Not for the (m·P, C) product of
 # the Yᵀ path: 1.05x faster on one thread, 1.05x slower on two.
 @numba.njit(cache=True, nogil=True)

@@ -9,7 +9,7 @@ __all__ = ["im2col_kn", "col2im_kn"]
 
 # Columns are built and consumed 4 MiB at a time (functional/conv.py chunks
 # the batch): smaller chunks measured no faster here, since the strided copy
-# re-pads every chunk (benchmarks/README.md, round 2).
+# re-pads every chunk (benchmarks/history.md, round 2).
 CHUNK_BYTES = 4 * 2**20
 
 
