@@ -45,8 +45,9 @@ def free_cores(cores):
     last = _STATE["at"]
     if last is not None and now - last[0] < EVERY_S:
         return _STATE["free"]
-    machine = _machine_ticks()
+    machine = _machine_ticks() if _STATE["free"] != "unknown" else None
     if machine is None:
+        _STATE["free"] = "unknown"             # no /proc/stat: never asked again
         return cores
     sample = (now, machine[0], machine[1], _own_ticks())
     free = cores
