@@ -149,6 +149,8 @@ def test_thread_count_follows_the_work(monkeypatch):
     assert _parallel.thread_groups(3, 100 * per) == (3, True)         # the chunks
     blas[0].num_threads = 4                                            # BLAS's limit
     assert _parallel.thread_groups(128, 100 * per) == (4, True)
+    monkeypatch.setattr(_parallel, "_cores", lambda: 1)    # the others held by processes
+    assert _parallel.thread_groups(128, 100 * per) == (1, True)       # BLAS held too
 
 
 def test_free_cores_leaves_out_what_other_processes_use(monkeypatch):

@@ -109,9 +109,10 @@ def thread_groups(n_parts, nbytes):
     blas = _blas_controllers()
     if not blas:
         return 1, False
-    threads = min(n_parts, _cores(), max([c.num_threads for c in blas]))
+    cores, most = _cores(), max([c.num_threads for c in blas])
+    threads = min(n_parts, cores, most)
     if threads < 2:
-        return 1, False
+        return 1, cores < most      # cores held by others: BLAS on one thread too
     if nbytes < MIN_BYTES:
         return 1, True
     return min(threads, max(2, nbytes // PER_THREAD_BYTES)), True

@@ -24,7 +24,7 @@ from ._numba_c1 import (C1_GEOMETRIES, conv_c1, conv_c1_adjoint, conv_c1_t_backw
                         conv_c1_wgrad)
 from ._numba_cv import conv_cv, conv_cv_adjoint, conv_cv_backward, conv_cv_t_backward
 from ._numba_optim import adam_update, adam_update_many
-from ._numba_ranges import add_in_order, channel_sums_into, image_range
+from ._numba_ranges import add_in_order, channel_sums_into, image_range, team
 from ._numba_s1 import conv_s1, conv_s1_adjoint, conv_s1_backward
 
 
@@ -452,7 +452,7 @@ def conv_direct(x, weight, bias, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out, thre
     b = np.ascontiguousarray(bias) if has_bias else np.zeros(1, dtype=x.dtype)
     args = (_padded(x, pt, pb, pl, pr), np.ascontiguousarray(weight), b, out, sh, sw,
             dil_h, dil_w, has_bias)
-    threads = min(threads, x.shape[0])
+    threads = team(min(threads, x.shape[0]))
     if threads > 1:
         _conv_direct_threads(*args, threads)
     else:
@@ -471,7 +471,7 @@ def conv_direct_adjoint(dy, weight, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w, 
     x_pad = np.empty((n, c_in, hp, wp), dtype=dy.dtype)
     args = (np.ascontiguousarray(dy), np.ascontiguousarray(weight), x_pad, sh, sw, dil_h,
             dil_w)
-    threads = min(threads, n)
+    threads = team(min(threads, n))
     if threads > 1:
         _conv_direct_adjoint_threads(*args, threads)
     else:
@@ -486,7 +486,7 @@ def conv_direct_wgrad(dy, x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w, threa
     """dW (C_out, C_in, kh, kw) = Σ_{n,p,q} dy · the window of x it saw."""
     dw = np.empty((dy.shape[1], x.shape[1], kh, kw), dtype=x.dtype)
     args = (np.ascontiguousarray(dy), _padded(x, pt, pb, pl, pr), dw, sh, sw, dil_h, dil_w)
-    threads = min(threads, dy.shape[0])
+    threads = team(min(threads, dy.shape[0]))
     if threads > 1:
         _conv_direct_wgrad_threads(*args, threads)
     else:

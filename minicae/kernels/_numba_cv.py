@@ -36,7 +36,7 @@ import numba
 import numpy as np
 
 from ._numba_ranges import (OFF, add_in_order, channel_sums_into, copy_into, image_range,
-                             masked_range)
+                             masked_range, team)
 from ._simd import (VECTOR_BYTES, VECTOR_REGISTERS, lanes, vfma, vload, vrelu, vscatter,
                     vsplat, vstore)
 
@@ -436,7 +436,8 @@ def conv_cv(x, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False, thre
     """out = W ⋆ x (+ b, then max(·, 0)) at any stride, groups 1, channels in lanes;
     the images split over ``threads`` Numba threads."""
     return _forward_threads(_c(x), _c(weight), _c(bias), sh, sw, pt, pl, dil_h, dil_w, relu,
-                            out, 2 * (VECTOR_BYTES // x.dtype.itemsize), min(threads, x.shape[0]))
+                            out, 2 * (VECTOR_BYTES // x.dtype.itemsize),
+                            team(min(threads, x.shape[0])))
 
 
 def conv_cv_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False,
@@ -444,7 +445,8 @@ def conv_cv_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=Fa
     """out (N, C_in, h, w) = the transposed convolution of dY (+ b, then max(·, 0)):
     the input gradient of ``conv_cv``."""
     return _adjoint_threads(_c(dy), _c(weight), _c(bias), sh, sw, pt, pl, dil_h, dil_w,
-                            relu, out, VECTOR_BYTES // dy.dtype.itemsize, min(threads, dy.shape[0]))
+                            relu, out, VECTOR_BYTES // dy.dtype.itemsize,
+                            team(min(threads, dy.shape[0])))
 
 
 def conv_cv_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=None, dx=None,
@@ -454,7 +456,7 @@ def conv_cv_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=None,
     images split over ``threads`` Numba threads in one parallel region."""
     return _backward_threads(_c(dy), _images(relu_out, dy), _c(x), _c(weight), sh, sw, pt,
                              pl, dil_h, dil_w, _images(dx, x), VECTOR_BYTES // x.dtype.itemsize,
-                             min(threads, dy.shape[0]))
+                             team(min(threads, dy.shape[0])))
 
 
 def conv_cv_t_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=None, dx=None,
@@ -465,4 +467,4 @@ def conv_cv_t_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=Non
     return _t_backward_threads(_c(dy), _images(relu_out, dy), _c(x), _c(weight), sh, sw,
                                pt, pl, dil_h, dil_w, _images(dx, x),
                                VECTOR_BYTES // x.dtype.itemsize,
-                               min(threads, dy.shape[0]))
+                               team(min(threads, dy.shape[0])))

@@ -16,12 +16,24 @@ import numpy as np
 from ._simd import lanes, vadd, vload, vsplat, vsum
 
 __all__ = ["image_range", "add_in_order", "copy_into", "masked_range", "channel_sums_into",
-           "OFF"]
+           "OFF", "team"]
 
 # False for a kernel's flag (no bias, no ReLU) passed from inside a driver: a literal
 # False there makes Numba compile that kernel again for the literal's type (and a None
 # bias likewise; the drivers pass zeros), which cost the cold first step ~5 s.
 OFF = np.bool_(False)
+
+
+def team(threads):
+    """Make Numba's next parallel regions on this thread use ``threads`` threads (at
+    most its pool's), and return ``threads``, the number of image ranges. A region
+    waits for every thread of its team, busy or not: with one range and a team of
+    two, a descheduled idle worker still held each call back (benchmarks/README.md,
+    decisions: busy core)."""
+    size = min(threads, numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != size:
+        numba.set_num_threads(size)
+    return threads
 
 
 @numba.njit(inline="always")

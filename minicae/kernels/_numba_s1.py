@@ -39,7 +39,7 @@ import numba
 import numpy as np
 
 from ._numba_ranges import (OFF, add_in_order, channel_sums_into, copy_into, image_range,
-                             masked_range)
+                             masked_range, team)
 from ._simd import VECTOR_REGISTERS, lanes, vfma, vload, vrelu, vsplat, vstore, vsum
 
 __all__ = ["conv_s1", "conv_s1_adjoint", "conv_s1_backward"]
@@ -341,7 +341,7 @@ def conv_s1(x, weight, bias, pt, pl, dil_h, dil_w, out, relu=False, threads=1):
     """out = W ⋆ x (+ b, then max(·, 0)) at stride 1, groups 1; ``out`` (N, C_out,
     oh, ow) fixes the output size (so the bottom and right padding)."""
     return _forward_threads(x, weight, False, bias, pt, pl, dil_h, dil_w, relu, out,
-                            min(threads, x.shape[0]))
+                            team(min(threads, x.shape[0])))
 
 
 def conv_s1_adjoint(dy, weight, pt, pl, dil_h, dil_w, out, bias=None, relu=False,
@@ -351,7 +351,7 @@ def conv_s1_adjoint(dy, weight, pt, pl, dil_h, dil_w, out, bias=None, relu=False
     _, _, kh, kw = weight.shape
     return _forward_threads(dy, weight, True, bias, dil_h * (kh - 1) - pt,
                             dil_w * (kw - 1) - pl, dil_h, dil_w, relu, out,
-                            min(threads, dy.shape[0]))
+                            team(min(threads, dy.shape[0])))
 
 
 def conv_s1_backward(dy, x, weight, pt, pl, dil_h, dil_w, relu_out=None, dx=None,
@@ -365,4 +365,4 @@ def conv_s1_backward(dy, x, weight, pt, pl, dil_h, dil_w, relu_out=None, dx=None
     return _backward_threads(c(dy), none if relu_out is None else c(relu_out), c(x),
                              c(weight), transposed, pt, pl, dil_h, dil_w,
                              np.empty((0,) + x.shape[1:], x.dtype) if dx is None else dx,
-                             _SCRATCH_BYTES, min(threads, dy.shape[0]))
+                             _SCRATCH_BYTES, team(min(threads, dy.shape[0])))
