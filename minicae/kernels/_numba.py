@@ -14,9 +14,16 @@ over Numba's threads in contiguous ranges (``threads``, which conv.py sets).
 
 from __future__ import annotations
 
+import os
 import sys
 
-import numba
+# Numba's OpenMP workers sleep between parallel regions instead of spinning (read
+# when its OpenMP layer starts, at the first region): a spinning worker takes the
+# core another process needs, and then every region waits for the descheduled
+# straggler (benchmarks/README.md, decisions: busy core). A value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import numba  # noqa: E402  (after the OpenMP setting above)
 import numpy as np
 from numba.core import event
 
