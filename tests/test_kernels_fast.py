@@ -45,8 +45,8 @@ def test_out_buffers_are_filled_not_accumulated(backend, cfg):
 
 
 @given(cfg=im2col_configs())
-def test_numba_col2im_kn_serial_and_parallel_drivers_agree(cfg):
-    """Both drivers of the one loop body (the parallel one serves large arrays)."""
+def test_numba_col2im_kn_row_and_scatter_drivers_agree(cfg):
+    """Both drivers: row by row, and through the window offsets (short rows)."""
     _numba = pytest.importorskip("minicae.kernels._numba")
     from minicae.kernels import _numpy
 
@@ -54,7 +54,7 @@ def test_numba_col2im_kn_serial_and_parallel_drivers_agree(cfg):
     c = np.random.default_rng(cfg.seed + 3).standard_normal(cols.shape)
     want = _numpy.col2im_kn(c, cfg.h, cfg.w, *cfg.geometry())
     geometry = (cfg.sh, cfg.sw, cfg.pt, cfg.pl, cfg.dil_h, cfg.dil_w)
-    for driver in (_numba._col2im_kn_serial, _numba._col2im_kn_parallel):
+    for driver in (_numba._col2im_kn_serial, _numba._col2im_kn_scatter):
         got = np.full(want.shape, 5.0)                 # stale values must be overwritten
         driver(c, got, *geometry)
         assert_allclose(got, want, rtol=1e-12, atol=1e-12,
@@ -68,8 +68,7 @@ def test_numba_im2col_kn_drivers_agree(cfg):
 
     x = _x(cfg)
     want = _numpy.im2col_kn(x, *cfg.args())
-    for driver in (_numba._im2col_kn_serial, _numba._im2col_kn_parallel,
-                   _numba._im2col_kn_gather):
+    for driver in (_numba._im2col_kn_serial, _numba._im2col_kn_gather):
         got = np.full(want.shape, 5.0)                 # stale values must be overwritten
         driver(x, got, cfg.sh, cfg.sw, cfg.pt, cfg.pl, cfg.dil_h, cfg.dil_w)
         assert_array_equal(got, want, err_msg=f"{driver.__name__} {cfg}")

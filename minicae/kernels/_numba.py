@@ -1,16 +1,12 @@
 """im2col_kn / col2im_kn (GEMM layout) as Numba loops.
 
-Each kernel has a serial and a parallel driver around one loop body (plus a
-gather/scatter variant for short or strided rows, see ``LOOP_MIN_ROW``). The
-parallel im2col_kn owns one (image, channel) plane of ``x`` per iteration (it
-writes that plane's kh*kw slabs of ``cols``) and the parallel col2im_kn one
-(image, channel) plane of ``x``, so
-no two iterations ever write the same cell and no atomics are needed. They
-are taken only from ``PARALLEL_MIN`` entries, which is set so that they are
-not taken at all next to a threaded BLAS. The direct convolution kernels at
-the end loop over images serially; their ``_threads`` drivers split the images
-over Numba's threads in contiguous ranges (``threads``, which conv.py sets).
-"""
+Each kernel has one serial loop body (plus a gather/scatter variant for short
+or strided rows, see ``LOOP_MIN_ROW``): the column path's threads are Python
+threads over chunks of images (functional/_parallel.py), and a Numba parallel
+region beside OpenBLAS's threads made both wait for a core (benchmarks/README.md,
+decisions). The direct convolution kernels at the end loop over images
+serially; their ``_threads`` drivers split the images over Numba's threads in
+contiguous ranges (``threads``, which conv.py sets)."""
 
 from __future__ import annotations
 
@@ -142,20 +138,6 @@ def _im2col_kn_serial(x, cols, sh, sw, pt, pl, dil_h, dil_w):
         _plane_rows(buf, cf, t, c, kh, kw, n, oh, ow, wp, sh, sw, dil_h, dil_w)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _im2col_kn_parallel(x, cols, sh, sw, pt, pl, dil_h, dil_w):
-    c, kh, kw, n, oh, ow = cols.shape
-    h, w = x.shape[2], x.shape[3]
-    hp, wp = _scratch_hw(h, w, oh, ow, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
-    xf, cf = x.reshape(-1), cols.reshape(-1)
-    # One iteration per (image, channel) plane, with its own scratch plane: it
-    # alone writes that plane's slabs.
-    for t in numba.prange(n * c):
-        buf = np.zeros(hp * wp, cols.dtype)
-        _fill_plane(xf, buf, t, h, w, wp, pt, pl)
-        _plane_rows(buf, cf, t, c, kh, kw, n, oh, ow, wp, sh, sw, dil_h, dil_w)
-
-
 @numba.njit(cache=True, nogil=True)
 def _im2col_kn_gather(x, cols, sh, sw, pt, pl, dil_h, dil_w):
     """The same columns as :func:`_im2col_kn_serial`, each tap's slab one gather
@@ -252,27 +234,6 @@ def _col2im_kn_scatter(cols, x, sh, sw, pt, pl, dil_h, dil_w):
                 xf[np.uintp(dst + q)] = buf[np.uintp(src + q)]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _col2im_kn_parallel(cols, x, sh, sw, pt, pl, dil_h, dil_w):
-    c, kh, kw, n, oh, ow = cols.shape
-    xf, cf = x.reshape(-1), cols.reshape(-1)
-    # One iteration per (image, channel) plane of x: it alone writes that
-    # plane, so the += never races and no atomics are needed.
-    for t in numba.prange(n * c):
-        _col2im_plane(cf, xf, t, c, kh, kw, n, oh, ow, x.shape[2], x.shape[3], sh, sw,
-                      pt, pl, dil_h, dil_w)
-
-
-# Column arrays at least this large would go to the parallel loops. Taken
-# never: a Numba parallel region next to OpenBLAS's threads (which spin after
-# each GEMM) makes both wait for a core. On a quiet 2-core machine with 2
-# threads (benchmarks/history.md, round 2), every Numba kernel serial and
-# OpenBLAS alone parallel: conv N32 64->64 fwd+bwd 165 -> 55 ms, 'full' CAE
-# step 34 -> 17 ms; with one thread nothing changes. The parallel drivers stay
-# (tested, race-free) for a caller that sets this (e.g. with a serial BLAS).
-PARALLEL_MIN = 1 << 62
-
-
 # Rows shorter than this, or strided, are gathered through an offset table
 # instead of copied row by row: with rows of 7 (N128 16ch 14² s2, the CAE's
 # second layer) the row loop's set-up lost to NumPy's strided copy (round 2),
@@ -305,7 +266,7 @@ def im2col_kn(x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
     else:
         assert out.flags.c_contiguous and out.dtype == x.dtype   # reshape is a view
         cols = out.reshape((c, kh, kw, n, oh, ow))
-    kernel = _im2col_kn_parallel if cols.size >= PARALLEL_MIN else _im2col_kn_serial
+    kernel = _im2col_kn_serial
     if ow < LOOP_MIN_ROW or sw > 1:
         kernel = _im2col_kn_gather
     kernel(np.ascontiguousarray(x), cols, sh, sw, pt, pl, dil_h, dil_w)
@@ -320,8 +281,7 @@ def col2im_kn(cols, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out=None):
     else:
         assert out.flags.c_contiguous and out.dtype == cols.dtype  # reshape is a view
         x = out.reshape((n, c, h, w))
-    kernel = _col2im_kn_parallel if cols.size >= PARALLEL_MIN and n * c > 1 \
-        else _col2im_kn_serial
+    kernel = _col2im_kn_serial
     if cols.shape[5] < LOOP_MIN_ROW or sw > 1:
         kernel = _col2im_kn_scatter      # one thread, 16ch 14² s2: 22 images 0.116 -> 0.073 ms
     kernel(np.ascontiguousarray(cols), x, sh, sw, pt, pl, dil_h, dil_w)
