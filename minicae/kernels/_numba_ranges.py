@@ -30,7 +30,7 @@ def team(threads):
     waits for every thread of its team, busy or not: with one range and a team of
     two, a descheduled idle worker still held each call back (benchmarks/README.md,
     decisions: busy core)."""
-    size = min(threads, numba.config.NUMBA_NUM_THREADS)
+    size = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))   # 0 for no images
     if numba.get_num_threads() != size:
         numba.set_num_threads(size)
     return threads
