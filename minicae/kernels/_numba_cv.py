@@ -4,24 +4,23 @@ where an output row is too short (7 pixels) to fill a vector along the image.
 
 The lanes hold channels instead, so that a stride is only a different step
 between the pixels read, and every vector is full whatever the image size.
-With x zero-padded once (``_pad``), and Q = 7 where the CPU has 32 vector
-registers, 6 where it has 16 (so that 2·Q accumulators and 3 operands fit):
+With x zero-padded once (``_pad``):
 
-Forward, 2 vectors of output channels x Q output pixels = 2·Q accumulators;
-per tap (c, i, j), 2 vector loads of W[o-block, c, i, j] and Q broadcast
-pixels x_pad[c, p·sh + i·dh, (q+k)·sw + j·dw] feed 2·Q FMAs. The finished
+Forward, 2 vectors of output channels x 7 output pixels = 14 accumulators;
+per tap (c, i, j), 2 vector loads of W[o-block, c, i, j] and 7 broadcast
+pixels x_pad[c, p·sh + i·dh, (q+k)·sw + j·dw] feed 14 FMAs. The finished
 pixels go to NCHW by scattering each vector's lanes one plane apart.
 
     y[o, p, q] = b[o] + Σ_{c,i,j} W[o, c, i, j] · x_pad[c, p·sh + i·dh, q·sw + j·dw]
 
-Weight gradient, 2 vectors of output channels x Q taps = 2·Q accumulators,
+Weight gradient, 2 vectors of output channels x 7 taps = 14 accumulators,
 every pixel of every image a step (dY transposed once to channels-last):
 
     dW[o, t] = Σ_{n,p,q} dY[n, o, p, q] · x_pad[n, c, p·sh + i·dh, q·sw + j·dw],  t = (c, i, j)
 
 Adjoint (input gradient, transposed convolution), one vector of input
-channels x Q output pixels x 2 taps = 2·Q accumulators; per output channel o,
-2 vector loads of W[o, c-block, tap] and Q broadcasts of dY[o, p, q..q+Q-1]:
+channels x 7 output pixels x 2 taps = 14 accumulators; per output channel o,
+2 vector loads of W[o, c-block, tap] and 7 broadcasts of dY[o, p, q..q+6]:
 
     dx_pad[c, p·sh + i·dh, q·sw + j·dw] += Σ_o W[o, c, i, j] · dY[o, p, q]
 
@@ -37,14 +36,13 @@ import numpy as np
 
 from ._numba_ranges import (OFF, add_in_order, channel_sums_into, copy_into, image_range,
                              masked_range, team)
-from ._simd import (VECTOR_BYTES, VECTOR_REGISTERS, lanes, vfma, vload, vrelu, vscatter,
-                    vsplat, vstore)
+from ._simd import VECTOR_BYTES, lanes, vfma, vload, vrelu, vscatter, vsplat, vstore
 
 __all__ = ["conv_cv", "conv_cv_adjoint", "conv_cv_backward", "conv_cv_t_backward"]
 
-# output pixels (forward, adjoint) or taps (weight gradient) a block: 2·_Q accumulators
-# and 3 operands must fit the vector registers (32 with AVX-512 or NEON, 16 with AVX2)
-_Q = 7 if VECTOR_REGISTERS >= 32 else 6
+# output pixels (forward, adjoint) or taps (weight gradient) a block; 7 also where the
+# CPU has 16 vector registers: 6 ran its forward ~20% slower with AVX2 code
+_Q = 7
 
 
 @numba.njit(inline="always")
@@ -144,8 +142,7 @@ def _forward(xp, packed, op, c_in, kh, kw, sh, sw, dh, dw, hp, wp, bias, relu, y
                         a3, e3 = _fma2(_bcast(xp, at + 3 * sw), w0, w1, a3, e3)
                         a4, e4 = _fma2(_bcast(xp, at + 4 * sw), w0, w1, a4, e4)
                         a5, e5 = _fma2(_bcast(xp, at + 5 * sw), w0, w1, a5, e5)
-                        if _Q == 7:
-                            a6, e6 = _fma2(_bcast(xp, at + 6 * sw), w0, w1, a6, e6)
+                        a6, e6 = _fma2(_bcast(xp, at + 6 * sw), w0, w1, a6, e6)
                     at = ((img * c_out + ob) * oh + p) * ow + q
                     out = oh * ow
                     # pixels past the row (the last block's) store no lane
@@ -155,8 +152,7 @@ def _forward(xp, packed, op, c_in, kh, kw, sh, sw, dh, dw, hp, wp, bias, relu, y
                     _scatter_pixel(yf, at + 3, out, a3, e3, v, live * (q + 3 < ow), relu)
                     _scatter_pixel(yf, at + 4, out, a4, e4, v, live * (q + 4 < ow), relu)
                     _scatter_pixel(yf, at + 5, out, a5, e5, v, live * (q + 5 < ow), relu)
-                    if _Q == 7:
-                        _scatter_pixel(yf, at + 6, out, a6, e6, v, live * (q + 6 < ow), relu)
+                    _scatter_pixel(yf, at + 6, out, a6, e6, v, live * (q + 6 < ow), relu)
     return y
 
 
@@ -209,8 +205,7 @@ def _wgrad(xp, dyt, n, c_out, op, c_in, kh, kw, sh, sw, dh, dw, oh, ow, hp, wp):
         for tb in range(blocks):
             t = tb * _Q
             r0, r1, r2, r3 = reads[t], reads[t + 1], reads[t + 2], reads[t + 3]
-            r4, r5 = reads[t + 4], reads[t + 5]
-            r6 = reads[t + 6] if _Q == 7 else 0
+            r4, r5, r6 = reads[t + 4], reads[t + 5], reads[t + 6]
             a0 = a1 = a2 = a3 = a4 = a5 = a6 = zero
             e0 = e1 = e2 = e3 = e4 = e5 = e6 = zero
             for img in range(n):
@@ -225,8 +220,7 @@ def _wgrad(xp, dyt, n, c_out, op, c_in, kh, kw, sh, sw, dh, dw, oh, ow, hp, wp):
                     a3, e3 = _fma2(_bcast(xp, at + r3), d0, d1, a3, e3)
                     a4, e4 = _fma2(_bcast(xp, at + r4), d0, d1, a4, e4)
                     a5, e5 = _fma2(_bcast(xp, at + r5), d0, d1, a5, e5)
-                    if _Q == 7:
-                        a6, e6 = _fma2(_bcast(xp, at + r6), d0, d1, a6, e6)
+                    a6, e6 = _fma2(_bcast(xp, at + r6), d0, d1, a6, e6)
                     d += op
             # dW[ob + l, t + k] for the live taps: lanes one tap row (taps) apart
             at = ob * taps + t
@@ -236,8 +230,7 @@ def _wgrad(xp, dyt, n, c_out, op, c_in, kh, kw, sh, sw, dh, dw, oh, ow, hp, wp):
             _put_tap(gf, at + 3, taps, v, a3, e3, live * (t + 3 < taps))
             _put_tap(gf, at + 4, taps, v, a4, e4, live * (t + 4 < taps))
             _put_tap(gf, at + 5, taps, v, a5, e5, live * (t + 5 < taps))
-            if _Q == 7:
-                _put_tap(gf, at + 6, taps, v, a6, e6, live * (t + 6 < taps))
+            _put_tap(gf, at + 6, taps, v, a6, e6, live * (t + 6 < taps))
     return grad
 
 
@@ -301,9 +294,7 @@ def _adjoint(dy, packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, bias, relu,
                             a3, e3 = _fma2(_bcast(df, d + min(3, last)), w0, w1, a3, e3)
                             a4, e4 = _fma2(_bcast(df, d + min(4, last)), w0, w1, a4, e4)
                             a5, e5 = _fma2(_bcast(df, d + min(5, last)), w0, w1, a5, e5)
-                            if _Q == 7:
-                                a6, e6 = _fma2(_bcast(df, d + min(6, last)), w0, w1, a6,
-                                               e6)
+                            a6, e6 = _fma2(_bcast(df, d + min(6, last)), w0, w1, a6, e6)
                             d += oh * ow
                             k += stride * cp
                         i0, j0 = t // kw, t % kw
@@ -318,8 +309,7 @@ def _adjoint(dy, packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, bias, relu,
                         _add_pair(buf, r0 + 3 * s, r1 + 3 * s, a3, e3, two, last >= 3)
                         _add_pair(buf, r0 + 4 * s, r1 + 4 * s, a4, e4, two, last >= 4)
                         _add_pair(buf, r0 + 5 * s, r1 + 5 * s, a5, e5, two, last >= 5)
-                        if _Q == 7:
-                            _add_pair(buf, r0 + 6 * s, r1 + 6 * s, a6, e6, two, last >= 6)
+                        _add_pair(buf, r0 + 6 * s, r1 + 6 * s, a6, e6, two, last >= 6)
     b = np.zeros(cp, x.dtype)
     if bias is not None:
         copy_into(bias, b[:c_in])
