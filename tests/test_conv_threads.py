@@ -64,6 +64,7 @@ def test_threaded_kernels_match_serial(two_blas_threads, monkeypatch, groups):
 
     held = {p["filepath"]: p["num_threads"] for p in threadpoolctl.threadpool_info()
             if p["user_api"] == "blas"}
+    monkeypatch.setattr(_numba_conv, "free_cores", lambda cores: cores)   # as if idle
     threads_of, counts = _numba_conv.kernel_threads, []
     monkeypatch.setattr(_numba_conv, "kernel_threads",
                         lambda *a: counts.append(threads_of(*a)) or counts[-1])
@@ -89,9 +90,45 @@ def test_thread_count_follows_the_work(monkeypatch):
     without, at most the images, the cores and the thread limit."""
     _numba_conv = pytest.importorskip("minicae.kernels._numba_conv")
     monkeypatch.setattr(_numba_conv, "_CORES", 16)
+    monkeypatch.setattr(_numba_conv, "free_cores", lambda cores: cores)   # as if idle
     per = _numba_conv.KERNEL_PER_THREAD_BYTES
     assert _numba_conv.kernel_threads(128, per - 1, 16) == 1
     assert _numba_conv.kernel_threads(128, 6 * per + per // 2, 16) == 6
     assert _numba_conv.kernel_threads(128, 100 * per, 16) == 16       # the cores
     assert _numba_conv.kernel_threads(3, 100 * per, 16) == 3          # the images
     assert _numba_conv.kernel_threads(128, 100 * per, 4) == 4         # the limit
+
+
+def test_free_cores_leaves_out_what_other_processes_use(monkeypatch):
+    """Cores free = cores - (machine busy - this process) per interval of EVERY_S:
+    all until two readings exist, one fewer with another process on a core, all
+    again when the busy time is this process's own; read at most every EVERY_S."""
+    from minicae.kernels import _load
+
+    clock, machine, own = [100.0], [(0, 0)], [0.0]
+    monkeypatch.setattr(_load.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(_load, "_machine_ticks", lambda: machine[0])
+    monkeypatch.setattr(_load, "_own_ticks", lambda: own[0])
+    monkeypatch.setattr(_load.os, "cpu_count", lambda: 2)
+    monkeypatch.setitem(_load._STATE, "at", None)
+    assert _load.free_cores(2) == 2                      # one reading: all free
+
+    def after(busy, total, ours):                        # ticks over the next interval
+        clock[0] += _load.EVERY_S
+        machine[0] = (machine[0][0] + busy, machine[0][1] + total)
+        own[0] += ours
+        return _load.free_cores(2)
+
+    assert after(busy=100, total=200, ours=0) == 1       # another process on one core
+    assert after(busy=200, total=200, ours=100) == 1     # it, and this process on the other
+    assert after(busy=200, total=200, ours=200) == 2     # this process alone
+    assert after(busy=20, total=200, ours=0) == 2        # a little background
+    machine[0] = (10**9, 10**9)
+    clock[0] += _load.EVERY_S / 2                        # too soon: the last answer
+    assert _load.free_cores(2) == 2
+    monkeypatch.setattr(_load, "_machine_ticks", lambda: None)   # no /proc/stat
+    clock[0] += _load.EVERY_S
+    assert _load.free_cores(2) == 2
+    clock[0] += _load.EVERY_S
+    assert _load.free_cores(3) == 3
+    monkeypatch.setitem(_load._STATE, "free", None)

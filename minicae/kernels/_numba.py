@@ -10,14 +10,24 @@ over Numba's threads in contiguous ranges (``threads``, kernels/_numba_conv.py).
 
 from __future__ import annotations
 
-import numba
+import os
+import sys
+
+# Numba's OpenMP workers sleep between parallel regions instead of spinning (read
+# when its OpenMP layer starts, at the first region): a spinning worker takes the
+# core another process needs, and then every region waits for the descheduled
+# straggler (benchmarks/README.md, decisions: busy core). A value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import numba  # noqa: E402  (after the OpenMP setting above)
 import numpy as np
+from numba.core import event
 
 from ._numba_c1 import (C1_GEOMETRIES, conv_c1, conv_c1_adjoint, conv_c1_t_backward,
                         conv_c1_wgrad)
 from ._numba_cv import conv_cv, conv_cv_adjoint, conv_cv_backward, conv_cv_t_backward
 from ._numba_optim import adam_update, adam_update_many
-from ._numba_ranges import add_in_order, channel_sums_into, image_range
+from ._numba_ranges import add_in_order, channel_sums_into, image_range, team
 from ._numba_s1 import conv_s1, conv_s1_adjoint, conv_s1_backward
 
 
@@ -27,6 +37,31 @@ __all__ = ["im2col_kn", "col2im_kn", "conv_direct", "conv_direct_adjoint",
            "conv_cv", "conv_cv_adjoint", "adam_update",
            "channel_sums", "conv_cv_backward", "conv_cv_t_backward",
            "conv_c1_t_backward", "adam_update_many"]
+
+class _CompileNotice(event.Listener):
+    """Says once per process, on the first kernel Numba must compile rather than load
+    from its disk cache (a cache hit fires no compile event), that the wait is a
+    one-off: a cold start compiles for tens of seconds, a cached one for none."""
+
+    def __init__(self):
+        self.said = False
+
+    def on_start(self, ev):
+        func = ev.data["dispatcher"]
+        if self.said or not func.py_func.__module__.startswith(__package__):
+            return
+        self.said = True
+        where = getattr(getattr(func, "_cache", None), "_cache_path", None)
+        sys.stderr.write("compiling kernels for this machine (first run only, cached in "
+                         f"{where or numba.config.CACHE_DIR or 'memory'})\n")
+        sys.stderr.flush()
+
+    def on_end(self, ev):
+        pass
+
+
+event.register("numba:compile", _CompileNotice())
+
 
 @numba.njit(inline="always")
 def _q_range(c0, sw, w, ow):
@@ -151,7 +186,7 @@ def _col2im_plane(cf, xf, t, c, kh, kw, n, oh, ow, h, w, sh, sw, pt, pl, dil_h, 
                 o = cbase + p * ow
                 # x[row, q*sw + c0] += cols[c, i, j, b, p, q]. Unsigned indices
                 # drop the negative-index wraparound test, so the loop vectorises
-                # (2-3x NumPy's tap loop, benchmarks/README.md).
+                # (2-3x NumPy's tap loop, benchmarks/history.md).
                 for q in range(q_lo, q_hi):
                     xf[np.uintp(xr + q * sw)] += cf[np.uintp(o + q)]
 
@@ -359,7 +394,7 @@ def conv_direct(x, weight, bias, sh, sw, pt, pb, pl, pr, dil_h, dil_w, out, thre
     b = np.ascontiguousarray(bias) if has_bias else np.zeros(1, dtype=x.dtype)
     args = (_padded(x, pt, pb, pl, pr), np.ascontiguousarray(weight), b, out, sh, sw,
             dil_h, dil_w, has_bias)
-    threads = min(threads, x.shape[0])
+    threads = team(min(threads, x.shape[0]))
     if threads > 1:
         _conv_direct_threads(*args, threads)
     else:
@@ -378,7 +413,7 @@ def conv_direct_adjoint(dy, weight, h, w, sh, sw, pt, pb, pl, pr, dil_h, dil_w, 
     x_pad = np.empty((n, c_in, hp, wp), dtype=dy.dtype)
     args = (np.ascontiguousarray(dy), np.ascontiguousarray(weight), x_pad, sh, sw, dil_h,
             dil_w)
-    threads = min(threads, n)
+    threads = team(min(threads, n))
     if threads > 1:
         _conv_direct_adjoint_threads(*args, threads)
     else:
@@ -393,7 +428,7 @@ def conv_direct_wgrad(dy, x, kh, kw, sh, sw, pt, pb, pl, pr, dil_h, dil_w, threa
     """dW (C_out, C_in, kh, kw) = Σ_{n,p,q} dy · the window of x it saw."""
     dw = np.empty((dy.shape[1], x.shape[1], kh, kw), dtype=x.dtype)
     args = (np.ascontiguousarray(dy), _padded(x, pt, pb, pl, pr), dw, sh, sw, dil_h, dil_w)
-    threads = min(threads, dy.shape[0])
+    threads = team(min(threads, dy.shape[0]))
     if threads > 1:
         _conv_direct_wgrad_threads(*args, threads)
     else:

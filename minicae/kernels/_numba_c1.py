@@ -27,7 +27,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._numba_ranges import OFF, add_in_order, channel_sums_into, image_range, masked_range
+from ._numba_ranges import (OFF, add_in_order, channel_sums_into, image_range, masked_range,
+                             team)
 
 __all__ = ["conv_c1", "conv_c1_adjoint", "conv_c1_wgrad", "conv_c1_t_backward",
            "C1_GEOMETRIES"]
@@ -234,7 +235,7 @@ def _wgrad_block(rows, planes, dw_out, o, i0, j0, size, kh, kw, pw, psize, sh, s
 # N128 1->16 28² k3 s2 p1 forward, one thread: taps at run time 0.42 ms, constant
 # 0.28 ms, im2col + GEMM 0.46 ms. (One function with a branch per geometry
 # compiled them all at once: the strided CAE's first step on a cold cache took
-# 16.7 s, now 4.5 s, 3.5 s before round 7; benchmarks/README.md, round 7.)
+# 16.7 s, now 4.5 s, 3.5 s before round 7; benchmarks/history.md, round 7.)
 @numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
 def _forward_3x3_s1(x, w, bias, y, pt, pl, has_bias, relu, sh, sw, dh, dw):
     _forward(x, w, bias, y, pt, pl, has_bias, relu, 3, 3, 1, 1, 1, 1)
@@ -472,7 +473,7 @@ def conv_c1(x, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False, thre
     ``out``'s size. ``threads``: Numba threads to split the images over."""
     b, has_bias = _bias_arg(bias, x.dtype)
     kernel, extra = _kernel((*weight.shape[2:], sh, sw, dil_h, dil_w), 0,
-                            min(threads, x.shape[0]))
+                            team(min(threads, x.shape[0])))
     kernel(np.ascontiguousarray(x), np.ascontiguousarray(weight), b, out, pt, pl, has_bias,
            relu, sh, sw, dil_h, dil_w, *extra)
     return out
@@ -484,7 +485,7 @@ def conv_c1_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=Fa
     max(·, 0) with ``relu``): a transposed convolution to one channel."""
     b, has_bias = _bias_arg(bias, dy.dtype)
     kernel, extra = _kernel((*weight.shape[2:], sh, sw, dil_h, dil_w), 1,
-                            min(threads, dy.shape[0]))
+                            team(min(threads, dy.shape[0])))
     kernel(np.ascontiguousarray(dy), np.ascontiguousarray(weight), b, out, pt, pl, has_bias,
            relu, sh, sw, dil_h, dil_w, *extra)
     return out
@@ -499,7 +500,7 @@ def conv_c1_wgrad(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, relu_out=None, th
     # no mask: an empty array of the same type (one compiled signature for both)
     mask = (np.zeros((0, 0, 0, 0), dy.dtype) if relu_out is None
             else np.ascontiguousarray(relu_out))
-    kernel, extra = _kernel((kh, kw, sh, sw, dil_h, dil_w), 2, min(threads, dy.shape[0]))
+    kernel, extra = _kernel((kh, kw, sh, sw, dil_h, dil_w), 2, team(min(threads, dy.shape[0])))
     kernel(np.ascontiguousarray(dy), mask, np.ascontiguousarray(x), dw, db, pt, pl, sh, sw,
            dil_h, dil_w, *extra)
     return dw.reshape(c_out, 1, kh, kw), db
@@ -518,5 +519,5 @@ def conv_c1_t_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=Non
         no_images if relu_out is None else np.ascontiguousarray(relu_out),
         np.ascontiguousarray(x), np.ascontiguousarray(weight),
         np.empty((0,) + x.shape[1:], x.dtype) if dx is None else dx, dw, db, pt, pl, sh, sw,
-        dil_h, dil_w, min(threads, dy.shape[0]))
+        dil_h, dil_w, team(min(threads, dy.shape[0])))
     return dw.reshape(c_in, 1, kh, kw), db

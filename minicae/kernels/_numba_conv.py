@@ -27,6 +27,7 @@ import numpy as np
 
 from . import Candidate
 from ._columns import column_candidates
+from ._load import free_cores
 from ._numba import (channel_sums, col2im_kn, conv_direct, conv_direct_adjoint,
                      conv_direct_wgrad, im2col_kn)
 from ._numba_c1 import (C1_GEOMETRIES, conv_c1, conv_c1_adjoint, conv_c1_t_backward,
@@ -55,7 +56,7 @@ _CORES = _cores()
 def kernel_threads(n_images, nbytes, limit):
     """Threads for one kernel call: one per ``KERNEL_PER_THREAD_BYTES`` of the columns
     it does without, at most the images, the cores and ``limit`` (the thread limit)."""
-    return max(1, min(n_images, _CORES, nbytes // KERNEL_PER_THREAD_BYTES, limit))
+    return max(1, min(n_images, free_cores(_CORES), nbytes // KERNEL_PER_THREAD_BYTES, limit))
 
 
 def _transposed(op):

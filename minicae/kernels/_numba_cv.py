@@ -34,12 +34,15 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._numba_ranges import OFF, add_in_order, channel_sums_into, image_range, masked_range
-from ._simd import lanes, vfma, vload, vrelu, vscatter, vsplat, vstore
+from ._numba_ranges import (OFF, add_in_order, channel_sums_into, copy_into, image_range,
+                             masked_range, team)
+from ._simd import VECTOR_BYTES, lanes, vfma, vload, vrelu, vscatter, vsplat, vstore
 
 __all__ = ["conv_cv", "conv_cv_adjoint", "conv_cv_backward", "conv_cv_t_backward"]
 
-_Q = 7          # output pixels (forward, adjoint) or taps (weight gradient) a block
+# output pixels (forward, adjoint) or taps (weight gradient) a block; 7 also where the
+# CPU has 16 vector registers: 6 ran its forward ~20% slower with AVX2 code
+_Q = 7
 
 
 @numba.njit(inline="always")
@@ -112,7 +115,7 @@ def _forward(xp, packed, op, c_in, kh, kw, sh, sw, dh, dw, hp, wp, bias, relu, y
     yf = y.reshape(-1)
     b = np.zeros(op, y.dtype)
     if bias is not None:
-        b[:c_out] = bias
+        copy_into(bias, b[:c_out])
     plane = hp * wp
     taps = c_in * kh * kw
     reads = np.empty(taps, np.int64)        # tap (c, i, j) -> its offset in x_pad
@@ -309,7 +312,7 @@ def _adjoint(dy, packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, bias, relu,
                         _add_pair(buf, r0 + 6 * s, r1 + 6 * s, a6, e6, two, last >= 6)
     b = np.zeros(cp, x.dtype)
     if bias is not None:
-        b[:c_in] = bias
+        copy_into(bias, b[:c_in])
     plane = h * w
     for img in range(n):
         for cb in range(0, cp, v):
@@ -359,7 +362,7 @@ def _adjoint_threads(dy, weight, bias, sh, sw, pt, pl, dh, dw, relu, x, block, t
 # the products on them and sums its partial dW and db, so that dY stays in its
 # core's cache and there is one fork-join, not four with Python between. Strided
 # CAE step, batch 32, two threads: conv 16->32 backward 216 -> 174 us
-# (benchmarks/README.md, round 11). The partial sums are added in range order.
+# (benchmarks/history.md, round 11). The partial sums are added in range order.
 
 @numba.njit(nogil=True, cache=True, parallel=True)
 def _backward_threads(dy, relu_out, x, weight, sh, sw, pt, pl, dh, dw, dx, block, threads):
@@ -377,8 +380,8 @@ def _backward_threads(dy, relu_out, x, weight, sh, sw, pt, pl, dh, dw, dx, block
         if dx.shape[0] == n:                            # dx = Wᵀ ⋆ dY
             _adjoint(d, packed, cp, kh, kw, sh, sw, pt, pl, dh, dw, hp, wp, no_bias, OFF,
                      dx[a:b])
-        dws[t] = _wgrad(_pad(x[a:b], pt, pl, hp, wp), _channels_last(d, op), b - a, c_out,
-                        op, c_in, kh, kw, sh, sw, dh, dw, oh, ow, hp, wp)
+        copy_into(_wgrad(_pad(x[a:b], pt, pl, hp, wp), _channels_last(d, op), b - a, c_out,
+                         op, c_in, kh, kw, sh, sw, dh, dw, oh, ow, hp, wp), dws[t])
         channel_sums_into(d.reshape(-1), b - a, c_out, oh * ow, dbs[t])
     return (add_in_order(dws, np.empty(dws.shape[1:], x.dtype)),
             add_in_order(dbs, np.empty(c_out, x.dtype)))
@@ -402,8 +405,8 @@ def _t_backward_threads(dy, relu_out, x, weight, sh, sw, pt, pl, dh, dw, dx, blo
         if dx.shape[0] == n:                            # dx = W ⋆ dY
             _forward(d_pad, packed, op, c_out, kh, kw, sh, sw, dh, dw, hp, wp, no_bias, OFF,
                      dx[a:b])
-        dws[t] = _wgrad(d_pad, _channels_last(x[a:b], op), b - a, c_in, op, c_out, kh, kw,
-                        sh, sw, dh, dw, h, w, hp, wp)   # dW = Σ x ⋆ dY
+        copy_into(_wgrad(d_pad, _channels_last(x[a:b], op), b - a, c_in, op, c_out, kh,
+                         kw, sh, sw, dh, dw, h, w, hp, wp), dws[t])   # dW = Σ x ⋆ dY
         channel_sums_into(d.reshape(-1), b - a, c_out, hy * wy, dbs[t])
     return (add_in_order(dws, np.empty(dws.shape[1:], x.dtype)),
             add_in_order(dbs, np.empty(c_out, x.dtype)))
@@ -423,7 +426,8 @@ def conv_cv(x, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False, thre
     """out = W ⋆ x (+ b, then max(·, 0)) at any stride, groups 1, channels in lanes;
     the images split over ``threads`` Numba threads."""
     return _forward_threads(_c(x), _c(weight), _c(bias), sh, sw, pt, pl, dil_h, dil_w, relu,
-                            out, 2 * (64 // x.dtype.itemsize), min(threads, x.shape[0]))
+                            out, 2 * (VECTOR_BYTES // x.dtype.itemsize),
+                            team(min(threads, x.shape[0])))
 
 
 def conv_cv_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=False,
@@ -431,7 +435,8 @@ def conv_cv_adjoint(dy, weight, bias, sh, sw, pt, pl, dil_h, dil_w, out, relu=Fa
     """out (N, C_in, h, w) = the transposed convolution of dY (+ b, then max(·, 0)):
     the input gradient of ``conv_cv``."""
     return _adjoint_threads(_c(dy), _c(weight), _c(bias), sh, sw, pt, pl, dil_h, dil_w,
-                            relu, out, 64 // dy.dtype.itemsize, min(threads, dy.shape[0]))
+                            relu, out, VECTOR_BYTES // dy.dtype.itemsize,
+                            team(min(threads, dy.shape[0])))
 
 
 def conv_cv_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=None, dx=None,
@@ -440,8 +445,8 @@ def conv_cv_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=None,
     ReLU's output is given, and its input gradient into ``dx`` when given; the
     images split over ``threads`` Numba threads in one parallel region."""
     return _backward_threads(_c(dy), _images(relu_out, dy), _c(x), _c(weight), sh, sw, pt,
-                             pl, dil_h, dil_w, _images(dx, x), 64 // x.dtype.itemsize,
-                             min(threads, dy.shape[0]))
+                             pl, dil_h, dil_w, _images(dx, x), VECTOR_BYTES // x.dtype.itemsize,
+                             team(min(threads, dy.shape[0])))
 
 
 def conv_cv_t_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=None, dx=None,
@@ -450,5 +455,6 @@ def conv_cv_t_backward(dy, x, weight, sh, sw, pt, pl, dil_h, dil_w, relu_out=Non
     first masked by [relu_out > 0] when given, and dx = conv_cv(dY, W) into ``dx`` when
     given; one parallel region, as :func:`conv_cv_backward`."""
     return _t_backward_threads(_c(dy), _images(relu_out, dy), _c(x), _c(weight), sh, sw,
-                               pt, pl, dil_h, dil_w, _images(dx, x), 64 // x.dtype.itemsize,
-                               min(threads, dy.shape[0]))
+                               pt, pl, dil_h, dil_w, _images(dx, x),
+                               VECTOR_BYTES // x.dtype.itemsize,
+                               team(min(threads, dy.shape[0])))

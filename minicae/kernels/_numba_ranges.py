@@ -15,12 +15,25 @@ import numpy as np
 
 from ._simd import lanes, vadd, vload, vsplat, vsum
 
-__all__ = ["image_range", "add_in_order", "masked_range", "channel_sums_into", "OFF"]
+__all__ = ["image_range", "add_in_order", "copy_into", "masked_range", "channel_sums_into",
+           "OFF", "team"]
 
 # False for a kernel's flag (no bias, no ReLU) passed from inside a driver: a literal
 # False there makes Numba compile that kernel again for the literal's type (and a None
 # bias likewise; the drivers pass zeros), which cost the cold first step ~5 s.
 OFF = np.bool_(False)
+
+
+def team(threads):
+    """Make Numba's next parallel regions on this thread use ``threads`` threads (at
+    most its pool's), and return ``threads``, the number of image ranges. A region
+    waits for every thread of its team, busy or not: with one range and a team of
+    two, a descheduled idle worker still held each call back (benchmarks/README.md,
+    decisions: busy core)."""
+    size = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))   # 0 for no images
+    if numba.get_num_threads() != size:
+        numba.set_num_threads(size)
+    return threads
 
 
 @numba.njit(inline="always")
@@ -44,6 +57,17 @@ def add_in_order(parts, out):
     for t in range(1, flat.shape[0]):
         for i in range(m):
             total[i] += flat[t, i]
+    return out
+
+
+@numba.njit(inline="always")
+def copy_into(src, out):
+    """out[...] = src (same size, out C-contiguous) as a flat loop: an array assigned
+    to a slice compiles NumPy's shape-mismatch message (string formatting, ~1 s of
+    a cold start per shape rank); returns ``out``."""
+    s, o = src.ravel(), out.reshape(out.size)
+    for i in range(o.size):
+        o[i] = s[i]
     return out
 
 

@@ -2,16 +2,16 @@
 with several input and output channels, where im2col + GEMM spends as long
 copying columns as multiplying (16->16 and 64->64 3x3 convolutions).
 
-Forward, register-blocked. One output row, ``2·V`` columns wide (V lanes a
-vector, 16 float32 or 8 float64), for ``B = 8`` output channels at once is
-held in 16 vector accumulators; every tap (i, j) of every input channel c
-contributes
+Forward, register-blocked. One output row, ``NV·V`` columns wide (V lanes a
+vector, NV = 2 vectors where the CPU has 32 vector registers, 1 where it has
+16), for ``B = 8`` output channels at once is held in 8·NV vector
+accumulators; every tap (i, j) of every input channel c contributes
 
     acc[o][v] += W[o, c, i, j] · x[c, r - pt + i·dh, q + v·V - pl + j·dw : +V]
 
 one masked vector load of x (the lanes that fall in the padding or past the
 row are not read, they count as 0) and one broadcast weight per output
-channel: 2 loads and 8 broadcasts for 16 FMAs, so the loop runs at the FMA
+channel: NV loads and 8 broadcasts for 8·NV FMAs, so the loop runs at the FMA
 units' rate instead of the load ports'. No columns are built.
 
 Input gradient. The adjoint of a stride-1 convolution is the same
@@ -23,12 +23,11 @@ with padding pt' = dh·(kh-1) - pt, pl' = dw·(kw-1) - pl: the forward kernel
 runs it on re-packed weights.
 
 Weight gradient. dW[o, c, i, j] = Σ_{n,r,q} dY[n, o, r, q] · x[n, c, r - pt + i·dh,
-q - pl + j·dw]: for 8 output channels and 3 taps j of one row i of the
-kernel, 24 vector accumulators; per vector of dY's row, 8 loads of dY and 3
-masked loads of x serve 24 FMAs (with 4 channels, 7 loads for 12 FMAs ran at
-79-84 GFLOP/s, bound by the loads). The accumulators live in a scratch array
-between images (one load and store each per image and channel pair), and
-their lanes are summed once at the end.
+q - pl + j·dw]: for BW output channels (8 with 32 registers, 4 with 16) and 3
+taps j of one row i of the kernel, 3·BW vector accumulators; per vector of
+dY's row, BW loads of dY and 3 masked loads of x serve 3·BW FMAs. The
+accumulators live in a scratch array between images (one load and store each
+per image and channel pair), and their lanes are summed once at the end.
 
 Derivation and checks: docs/maths.md, "Stride 1 without columns";
 tests/test_kernels_fast.py.
@@ -39,14 +38,18 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._numba_ranges import add_in_order, channel_sums_into, image_range, masked_range
-from ._simd import lanes, vfma, vload, vrelu, vsplat, vstore, vsum
+from ._numba_ranges import (OFF, add_in_order, channel_sums_into, copy_into, image_range,
+                             masked_range, team)
+from ._simd import VECTOR_REGISTERS, lanes, vfma, vload, vrelu, vsplat, vstore, vsum
 
 __all__ = ["conv_s1", "conv_s1_adjoint", "conv_s1_backward"]
 
-_B = 8      # output channels per forward block (16 accumulators with 2 vectors each)
-_BW = 8     # output channels per weight-gradient block
-_JW = 3     # kernel columns per weight-gradient block (8 x 3 = 24 accumulators)
+# Blocks sized to the vector registers (AVX-512 and NEON have 32, AVX2 and SSE 16):
+# the accumulators plus the loads they wait on must all fit, or each spills per FMA.
+_B = 8      # output channels per forward block
+_NV = 2 if VECTOR_REGISTERS >= 32 else 1   # row vectors per forward block (8 or 16 acc.)
+_BW = 8 if VECTOR_REGISTERS >= 32 else 4   # output channels per weight-gradient block
+_JW = 3     # kernel columns per weight-gradient block (_BW x 3 accumulators)
 _SCRATCH_BYTES = 4 * 2**20   # the weight gradient's accumulators kept between images
 
 
@@ -71,8 +74,11 @@ def _pack(w, flip):
 
 @numba.njit(inline="always")
 def _tap2(xf, packed, k, x0, x1, a, b):
-    """a, b += W · x0, W · x1 with W = packed[k] broadcast (one output channel)."""
+    """a, b += W · x0, W · x1 with W = packed[k] broadcast (one output channel);
+    b only with two row vectors a block."""
     s = vsplat(xf, packed[k])
+    if _NV == 1:
+        return vfma(s, x0, a), b
     return vfma(s, x0, a), vfma(s, x1, b)
 
 
@@ -81,7 +87,8 @@ def _store(yf, at, first, second, v, hi0, hi1, live):
     """One output row block of two vectors (``hi0``/``hi1`` lanes), if ``live``."""
     if live:
         vstore(yf, at, first, 0, hi0)
-        vstore(yf, at + v, second, 0, hi1)
+        if _NV == 2:
+            vstore(yf, at + v, second, 0, hi1)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -95,7 +102,7 @@ def _forward(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y):
     blocks = (c_out + _B - 1) // _B
     b = np.zeros(blocks * _B, x.dtype)
     if bias is not None:
-        b[:c_out] = bias
+        copy_into(bias, b[:c_out])
     taps = kh * kw
     plane = oh * ow
     for img in range(n):
@@ -103,8 +110,8 @@ def _forward(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y):
             o = blk * _B
             last = min(c_out - o, _B)
             for r in range(oh):
-                for q in range(0, ow, 2 * v):
-                    width = min(ow - q, 2 * v)
+                for q in range(0, ow, _NV * v):
+                    width = min(ow - q, _NV * v)
                     a0 = vsplat(xf, b[o])
                     a1 = vsplat(xf, b[o + 1])
                     a2 = vsplat(xf, b[o + 2])
@@ -125,7 +132,7 @@ def _forward(x, packed, c_out, kh, kw, bias, pt, pl, dh, dw, relu, y):
                                     continue
                                 at = ((img * c_in + c) * h + rr) * wd + col
                                 x0 = vload(xf, at, lo0, hi0)
-                                x1 = vload(xf, at + v, lo1, hi1)
+                                x1 = vload(xf, at + v, lo1, hi1) if _NV == 2 else x0
                                 k = ((blk * c_in + c) * taps + i * kw + j) * _B
                                 # output channel o+u: 2 FMAs with its broadcast weight
                                 a0, b0 = _tap2(xf, packed, k, x0, x1, a0, b0)
@@ -223,10 +230,14 @@ def _wgrad_blocks(df, xf, acc, b0, b1, n, c_out, c_in, h, wd, oh, ow, kh, kw, pt
                         a10, a11, a12 = _load3(acc, at + 3 * v, v)
                         a20, a21, a22 = _load3(acc, at + 6 * v, v)
                         a30, a31, a32 = _load3(acc, at + 9 * v, v)
-                        a40, a41, a42 = _load3(acc, at + 12 * v, v)
-                        a50, a51, a52 = _load3(acc, at + 15 * v, v)
-                        a60, a61, a62 = _load3(acc, at + 18 * v, v)
-                        a70, a71, a72 = _load3(acc, at + 21 * v, v)
+                        if _BW == 8:
+                            a40, a41, a42 = _load3(acc, at + 12 * v, v)
+                            a50, a51, a52 = _load3(acc, at + 15 * v, v)
+                            a60, a61, a62 = _load3(acc, at + 18 * v, v)
+                            a70, a71, a72 = _load3(acc, at + 21 * v, v)
+                        else:       # never used: 4 channels a block
+                            a40 = a41 = a42 = a50 = a51 = a52 = a00
+                            a60 = a61 = a62 = a70 = a71 = a72 = a00
                         j0 = jb * _JW
                         for q in range(0, ow, v):
                             width = min(ow - q, v)
@@ -259,22 +270,24 @@ def _wgrad_blocks(df, xf, acc, b0, b1, n, c_out, c_in, h, wd, oh, ow, kh, kw, pt
                                                       x1, x2, a20, a21, a22)
                                 a30, a31, a32 = _fma3(vload(df, d + 3 * plane, 0, w3), x0,
                                                       x1, x2, a30, a31, a32)
-                                a40, a41, a42 = _fma3(vload(df, d + 4 * plane, 0, w4), x0,
-                                                      x1, x2, a40, a41, a42)
-                                a50, a51, a52 = _fma3(vload(df, d + 5 * plane, 0, w5), x0,
-                                                      x1, x2, a50, a51, a52)
-                                a60, a61, a62 = _fma3(vload(df, d + 6 * plane, 0, w6), x0,
-                                                      x1, x2, a60, a61, a62)
-                                a70, a71, a72 = _fma3(vload(df, d + 7 * plane, 0, w7), x0,
-                                                      x1, x2, a70, a71, a72)
+                                if _BW == 8:
+                                    a40, a41, a42 = _fma3(vload(df, d + 4 * plane, 0, w4),
+                                                          x0, x1, x2, a40, a41, a42)
+                                    a50, a51, a52 = _fma3(vload(df, d + 5 * plane, 0, w5),
+                                                          x0, x1, x2, a50, a51, a52)
+                                    a60, a61, a62 = _fma3(vload(df, d + 6 * plane, 0, w6),
+                                                          x0, x1, x2, a60, a61, a62)
+                                    a70, a71, a72 = _fma3(vload(df, d + 7 * plane, 0, w7),
+                                                          x0, x1, x2, a70, a71, a72)
                         _store3(acc, at, v, a00, a01, a02)
                         _store3(acc, at + 3 * v, v, a10, a11, a12)
                         _store3(acc, at + 6 * v, v, a20, a21, a22)
                         _store3(acc, at + 9 * v, v, a30, a31, a32)
-                        _store3(acc, at + 12 * v, v, a40, a41, a42)
-                        _store3(acc, at + 15 * v, v, a50, a51, a52)
-                        _store3(acc, at + 18 * v, v, a60, a61, a62)
-                        _store3(acc, at + 21 * v, v, a70, a71, a72)
+                        if _BW == 8:
+                            _store3(acc, at + 12 * v, v, a40, a41, a42)
+                            _store3(acc, at + 15 * v, v, a50, a51, a52)
+                            _store3(acc, at + 18 * v, v, a60, a61, a62)
+                            _store3(acc, at + 21 * v, v, a70, a71, a72)
 
 
 # The images split over ``threads`` Numba threads (one contiguous range each, a
@@ -307,17 +320,18 @@ def _backward_threads(dy, relu_out, x, weight, transposed, pt, pl, dh, dw, dx, s
     # for a transposed one (whose input gradient is the convolution)
     fpt, fpl = (pt, pl) if transposed else (dh * (kh - 1) - pt, dw * (kw - 1) - pl)
     packed = _pack(weight if dx.shape[0] == n else weight[:0], not transposed)
-    dws = np.empty((threads,) + weight.shape, x.dtype)
+    no_bias = np.zeros(x.shape[1], x.dtype)     # zeros and OFF, not None and False:
+    dws = np.empty((threads,) + weight.shape, x.dtype)    # _forward's own types
     dbs = np.empty((threads, c_out), x.dtype)
     for t in numba.prange(threads):
         a, b = image_range(t, n, threads)
         d = masked_range(dy, relu_out, a, b)
         if dx.shape[0] == n:
-            _forward(d, packed, x.shape[1], kh, kw, None, fpt, fpl, dh, dw, False, dx[a:b])
+            _forward(d, packed, x.shape[1], kh, kw, no_bias, fpt, fpl, dh, dw, OFF, dx[a:b])
         if transposed:
-            dws[t] = _wgrad(x[a:b], d, kh, kw, pt, pl, dh, dw, scratch)
+            copy_into(_wgrad(x[a:b], d, kh, kw, pt, pl, dh, dw, scratch), dws[t])
         else:
-            dws[t] = _wgrad(d, x[a:b], kh, kw, pt, pl, dh, dw, scratch)
+            copy_into(_wgrad(d, x[a:b], kh, kw, pt, pl, dh, dw, scratch), dws[t])
         channel_sums_into(d.reshape(-1), b - a, c_out, d.shape[2] * d.shape[3], dbs[t])
     return (add_in_order(dws, np.empty(weight.shape, x.dtype)),
             add_in_order(dbs, np.empty(c_out, x.dtype)))
@@ -327,7 +341,7 @@ def conv_s1(x, weight, bias, pt, pl, dil_h, dil_w, out, relu=False, threads=1):
     """out = W ⋆ x (+ b, then max(·, 0)) at stride 1, groups 1; ``out`` (N, C_out,
     oh, ow) fixes the output size (so the bottom and right padding)."""
     return _forward_threads(x, weight, False, bias, pt, pl, dil_h, dil_w, relu, out,
-                            min(threads, x.shape[0]))
+                            team(min(threads, x.shape[0])))
 
 
 def conv_s1_adjoint(dy, weight, pt, pl, dil_h, dil_w, out, bias=None, relu=False,
@@ -337,7 +351,7 @@ def conv_s1_adjoint(dy, weight, pt, pl, dil_h, dil_w, out, bias=None, relu=False
     _, _, kh, kw = weight.shape
     return _forward_threads(dy, weight, True, bias, dil_h * (kh - 1) - pt,
                             dil_w * (kw - 1) - pl, dil_h, dil_w, relu, out,
-                            min(threads, dy.shape[0]))
+                            team(min(threads, dy.shape[0])))
 
 
 def conv_s1_backward(dy, x, weight, pt, pl, dil_h, dil_w, relu_out=None, dx=None,
@@ -351,4 +365,4 @@ def conv_s1_backward(dy, x, weight, pt, pl, dil_h, dil_w, relu_out=None, dx=None
     return _backward_threads(c(dy), none if relu_out is None else c(relu_out), c(x),
                              c(weight), transposed, pt, pl, dil_h, dil_w,
                              np.empty((0,) + x.shape[1:], x.dtype) if dx is None else dx,
-                             _SCRATCH_BYTES, min(threads, dy.shape[0]))
+                             _SCRATCH_BYTES, team(min(threads, dy.shape[0])))

@@ -1,14 +1,17 @@
-"""Explicit SIMD vectors for Numba kernels: a 64-byte vector type and five operations.
+"""Explicit SIMD vectors for Numba kernels: one native vector type and a few operations.
 
 LLVM's auto-vectorizer, left to itself, neither keeps a block of
 accumulators in registers across a reduction loop nor uses 512-bit vectors
-on CPUs that tune for 256 (benchmarks/README.md, round 6: a direct 16->16
-convolution written with scalar loops ran at 7-13 GFLOP/s). These
-intrinsics state the vectors outright: a ``Vec`` is one LLVM vector value of
-64 bytes (16 float32 or 8 float64 lanes), so a kernel that holds sixteen of
-them in local variables gets sixteen registers, and each ``vfma`` is one
-fused multiply-add instruction. On a CPU without AVX-512, LLVM splits each
-vector into two (AVX2) or four (SSE) native ones: slower, same results.
+on CPUs that tune for 256 (benchmarks/README.md). These intrinsics state the
+vectors outright: a ``Vec`` is one LLVM vector value of ``VECTOR_BYTES``, the
+widest register of the CPU that Numba compiles for (64 bytes with AVX-512,
+32 with AVX2, 16 with SSE or NEON), so a kernel that holds a block of them in
+local variables gets that many registers, and each ``vfma`` is one fused
+multiply-add instruction. ``VECTOR_REGISTERS`` (32 with AVX-512 or on ARM,
+else 16) tells the kernels how large a block of accumulators fits. Both are
+asked of LLVM once, at import, for Numba's target (``NUMBA_CPU_NAME`` and
+``NUMBA_CPU_FEATURES`` when set, else the host), so the results are the same
+on every width and only the speed differs.
 
     vload(a, i, lo, hi)      lanes a[i + l] for lo <= l < hi, 0 elsewhere (a masked load:
                              the lanes outside [lo, hi) are never read)
@@ -31,15 +34,40 @@ so that the kernels built on it are compiled again.
 
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import types
+from numba.core import config
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 __all__ = ["vload", "vstore", "vscatter", "vsplat", "vfma", "vsum", "vrelu", "vadd",
-           "vsub", "vmul", "vdiv", "vsqrt", "lanes", "VECTOR_BYTES"]
+           "vsub", "vmul", "vdiv", "vsqrt", "lanes", "VECTOR_BYTES", "VECTOR_REGISTERS"]
 
-VECTOR_BYTES = 64
+_PROBE = """define <16 x float> @probe(<16 x float> %v) {
+  %w = fadd <16 x float> %v, %v
+  ret <16 x float> %w
+}"""
+
+
+def _target_vectors():
+    """(bytes, registers) of Numba's target CPU's widest vectors: the registers LLVM
+    picks for one 64-byte addition (zmm: AVX-512, ymm: AVX/AVX2, else 16 bytes)."""
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    cpu = config.CPU_NAME or llvm.get_host_cpu_name()
+    features = (config.CPU_FEATURES if config.CPU_FEATURES is not None
+                else llvm.get_host_cpu_features().flatten())
+    machine = llvm.Target.from_default_triple().create_target_machine(cpu=cpu,
+                                                                       features=features)
+    asm = machine.emit_assembly(llvm.parse_assembly(_PROBE))
+    arm = llvm.get_default_triple().startswith(("aarch64", "arm64"))
+    if "zmm" in asm:
+        return 64, 32
+    return (32 if "ymm" in asm else 16), (32 if arm else 16)
+
+
+VECTOR_BYTES, VECTOR_REGISTERS = _target_vectors()
 
 
 class Vec(types.Type):
