@@ -25,12 +25,12 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from ._atomic import atomic_write
 from .backend import get_backend, kernel_cache_dir, kernel_policy
 from .kernels import COLUMN_LIMIT, column_bytes
 
@@ -260,8 +260,5 @@ def _remember(signature, name):
     path = cache_file()
     with contextlib.suppress(OSError):       # a read-only cache costs a re-measure
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kernels-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"machine": machine(), "choices": choices}, f, indent=1,
-                      sort_keys=True)
-        os.replace(tmp, path)
+        text = json.dumps({"machine": machine(), "choices": choices}, indent=1, sort_keys=True)
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")))

@@ -18,7 +18,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "minicae"
 
-LEAVES = {"errors", "_validation"}
+LEAVES = {"errors", "_validation", "_atomic"}
 # workflows, and their private helpers (_bench_cases) and plotting (plots)
 WORKFLOWS = {"data", "train", "checkpoint", "segment", "bench", "gradcheck", "optim",
              "distributed", "_bench_cases", "plots", "_runfiles", "tune"}
@@ -27,9 +27,10 @@ BELOW_WORKFLOWS = {"models", "nn", "functional", "dispatch", "backend", "kernels
 ALLOWED = {
     "errors": set(),
     "_validation": {"errors"},
+    "_atomic": set(),
     "kernels": {"kernels"},
     "backend": {"kernels", "errors", "_validation"},
-    "dispatch": {"backend", "kernels", "errors", "_validation"},
+    "dispatch": {"backend", "kernels", "errors", "_validation", "_atomic"},
     "functional": {"dispatch", "backend", "kernels", "_validation", "errors", "functional"},
     "nn": {"functional", "_validation", "errors", "nn"},
     "models": {"nn", "functional", "_validation", "errors", "models"},
