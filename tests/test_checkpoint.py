@@ -525,7 +525,8 @@ def test_every_writer_goes_through_the_one_atomic_writer():
     direct = re.compile(r"os\.replace\(|mkstemp\(|json\.dump\(|\.savefig\((?!fh)|"
                         r"open\([^)]*[\"'](?:w|a|x)b?[\"']|\.write_(?:text|bytes)\(")
     found = [f"{path.relative_to(package)}:{i}: {line.strip()}"
-             for path in sorted(package.rglob("*.py")) if path.name not in ("_atomic.py", "_runfiles.py")
+             for path in sorted(package.rglob("*.py"))
+             if path.name not in ("_atomic.py", "_runfiles.py")
              for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
              if direct.search(line)]
     assert found == [], "write through minicae._runfiles.atomic_write:\n" + "\n".join(found)
