@@ -23,8 +23,10 @@ import numpy
 from . import nn
 from ._validation import check_choice, check_positive_int
 from .functional import output_padding_for
+from .vae import ConvVAE, DenseVAE
 
-__all__ = ["Autoencoder", "DenseAutoencoder", "ConvAutoencoder", "MODELS",
+__all__ = ["Autoencoder", "DenseAutoencoder", "ConvAutoencoder", "DenseVAE", "ConvVAE",
+           "MODELS",
            "build_penalty", "model_from_config"]
 
 PENALTY_KINDS = ("l1", "kl", "contractive")
@@ -313,7 +315,8 @@ class ConvAutoencoder(Autoencoder):
         return dict(self._config)
 
 
-MODELS = {"DenseAutoencoder": DenseAutoencoder, "ConvAutoencoder": ConvAutoencoder}
+MODELS = {"DenseAutoencoder": DenseAutoencoder, "ConvAutoencoder": ConvAutoencoder,
+          "DenseVAE": DenseVAE, "ConvVAE": ConvVAE}
 
 
 def model_from_config(class_name, config):

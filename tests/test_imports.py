@@ -22,7 +22,7 @@ LEAVES = {"errors", "_validation"}
 # workflows, and their private helpers (_bench_cases) and plotting (plots)
 WORKFLOWS = {"data", "train", "checkpoint", "segment", "bench", "gradcheck", "optim",
              "distributed", "_bench_cases", "plots"}
-BELOW_WORKFLOWS = {"models", "nn", "functional", "backend", "kernels"} | LEAVES
+BELOW_WORKFLOWS = {"models", "vae", "nn", "functional", "backend", "kernels"} | LEAVES
 # floor -> the floors (top-level minicae names) its modules may import
 ALLOWED = {
     "errors": set(),
@@ -31,7 +31,8 @@ ALLOWED = {
     "backend": {"kernels", "errors", "_validation"},
     "functional": {"backend", "kernels", "_validation", "errors", "functional"},
     "nn": {"functional", "_validation", "errors", "nn"},
-    "models": {"nn", "functional", "_validation", "errors", "models"},
+    "models": {"nn", "functional", "_validation", "errors", "models", "vae"},
+    "vae": {"nn", "functional", "backend", "_validation", "errors"},
     **{w: BELOW_WORKFLOWS | WORKFLOWS for w in WORKFLOWS},
     "cli": None,            # None: anything
     "__main__": None,
