@@ -28,7 +28,7 @@ from .functional import vae as FV
 from .functional.activations import sigmoid
 
 __all__ = ["VAE", "DenseVAE", "ConvVAE", "iwae_log_likelihood", "kl_per_dimension",
-           "active_units", "ACTIVE_THRESHOLD"]
+           "active_units", "prior_baseline", "ACTIVE_THRESHOLD"]
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 SIGMAS = ("fixed", "scalar", "pixel")
@@ -337,3 +337,24 @@ class ConvVAE(VAE):
                 dec.append(nn.ReLU())
         self.encoder = nn.Sequential(*enc)
         self.decoder = nn.Sequential(*dec)
+
+
+def prior_baseline(model, x_train, x_val):
+    """Negative ELBO (nats/image) of the standard-normal prior with a mean-image decoder.
+
+    The decoder ignores z and gives the training mean image, q(z|x) is the
+    prior, so KL = 0 and the bound is -log p(x | mean image): what a VAE must
+    beat to have learned anything from its codes. A Gaussian likelihood takes
+    the scalar sigma that fits the residuals best.
+    """
+    mean = numpy.clip(x_train.astype(numpy.float64).mean(axis=0, keepdims=True), 1e-6,
+                      1 - 1e-6)
+    xv = to_device(x_val.astype(numpy.float64))
+    if model.likelihood == "bernoulli":
+        logits = to_device(numpy.broadcast_to(numpy.log(mean) - numpy.log1p(-mean),
+                                              x_val.shape).copy())
+        return float(FV.bernoulli_nll(logits, xv).mean())
+    m = numpy.broadcast_to(mean, x_val.shape)
+    log_sigma = 0.5 * numpy.log(((x_val - m) ** 2).mean())
+    return float(FV.gaussian_nll(to_device(m.copy()), xv,
+                                 to_device(numpy.asarray(log_sigma))).mean())

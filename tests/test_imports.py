@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minicae"
 
 LEAVES = {"errors", "_validation"}
 # workflows, and their private helpers (_bench_cases) and plotting (plots)
-WORKFLOWS = {"data", "train", "checkpoint", "segment", "bench", "gradcheck", "optim",
+WORKFLOWS = {"data", "train", "checkpoint", "segment", "bench", "gradcheck", "optim", "vae_plots",
              "distributed", "_bench_cases", "plots"}
 BELOW_WORKFLOWS = {"models", "vae", "nn", "functional", "backend", "kernels"} | LEAVES
 # floor -> the floors (top-level minicae names) its modules may import
