@@ -23,6 +23,7 @@ import numpy
 from . import nn
 from ._validation import check_choice, check_positive_int
 from .functional import output_padding_for
+from .nn.gather import SparseInputLinear
 from .vae import ConvVAE, DenseVAE
 
 __all__ = ["Autoencoder", "DenseAutoencoder", "ConvAutoencoder", "DenseVAE", "ConvVAE",
@@ -198,10 +199,12 @@ class DenseAutoencoder(Autoencoder):
             from .nn.sparse import TopK
             enc.append(TopK(topk))
         dec = []
-        sizes = [hidden[-1]] + decoder_hidden
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            dec += [nn.Linear(a, b, **kw), nn.activation(activation)]
-        dec += [nn.Linear(sizes[-1], in_features, **kw), nn.activation(output_activation)]
+        sizes = [hidden[-1]] + decoder_hidden + [in_features]
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            # a top-k code: the first decoder layer reads its k active units only
+            layer = SparseInputLinear if (i == 0 and topk is not None) else nn.Linear
+            dec += [layer(a, b, **kw),
+                    nn.activation(output_activation if i == len(sizes) - 2 else activation)]
         if input_shape is not None:
             dec.append(nn.Reshape(*input_shape))
         self.encoder = nn.Sequential(*enc)

@@ -42,7 +42,7 @@ ALLOWED = {
 OPTIONAL = {"cupy": {"backend.py", "kernels/_cupy.py"},
             "numba": {"kernels/_numba.py", "kernels/_numba_c1.py", "kernels/_numba_s1.py",
                       "kernels/_numba_cv.py", "kernels/_numba_optim.py",
-                      "kernels/_numba_ranges.py",
+                      "kernels/_numba_ranges.py", "kernels/_numba_gather.py",
                       "kernels/_simd.py"},
             "llvmlite": {"kernels/_simd.py"}}     # Numba's own LLVM binding
 MODULE_BUDGET = 400

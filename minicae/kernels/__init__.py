@@ -56,6 +56,11 @@ transposed=False) -> (dW, db)``
 ``adam_update_many(ps, gs, ms, vs, beta1, beta2, sqrt_bias2, eps, step)``
     (optional) the same over tuples of flat arrays, one call for all parameters.
 
+``gather_linear(vals, idx, wt, bias) -> y``, ``gather_linear_backward(dy, vals, idx, wt)
+-> (dvals, dwt)``
+    (optional) a Linear layer whose input has k non-zeros per sample (values
+    ``vals`` at units ``idx``, both (N, k)), from ``wt`` = Wᵀ (d, out) C-contiguous.
+
 ``CHUNK_BYTES`` (optional module constant)
     the size of the columns of one chunk of images that this backend's loops
     and GEMM handle best (the CPU caches); absent or 0: whole batches.
@@ -94,6 +99,8 @@ class KernelSet(NamedTuple):
     conv_cv_t_backward: object = None
     conv_c1_t_backward: object = None
     adam_update_many: object = None      # optional Adam step of many parameters, one call
+    gather_linear: object = None         # optional Linear from a top-k sparse input
+    gather_linear_backward: object = None
 
 
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
@@ -112,4 +119,4 @@ def load_kernels(name: str) -> KernelSet:
                        ("conv_s1", "conv_s1_adjoint", "conv_s1_backward",
                         "conv_cv", "conv_cv_adjoint", "adam_update",
                         "conv_cv_backward", "conv_cv_t_backward", "conv_c1_t_backward",
-                        "adam_update_many")))
+                        "adam_update_many", "gather_linear", "gather_linear_backward")))
