@@ -162,7 +162,7 @@ def _cmd_train(args):
             saved = json.load(fh)
         # the data, model and seed of the original run; only these may change:
         keep = {k: getattr(args, k) for k in ("resume", "no_progress", "backend", "out",
-                                              "distributed")}
+                                              "distributed", "plots")}
         if args.epochs is not None:
             keep["epochs"] = args.epochs
         vars(args).update(saved)
