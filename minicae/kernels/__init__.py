@@ -59,7 +59,8 @@ transposed=False) -> (dW, db)``
 ``gather_linear(vals, idx, wt, bias) -> y``, ``gather_linear_backward(dy, vals, idx, wt)
 -> (dvals, dwt)``
     (optional) a Linear layer whose input has k non-zeros per sample (values
-    ``vals`` at units ``idx``, both (N, k)), from ``wt`` = Wᵀ (d, out) C-contiguous.
+    ``vals`` at units ``idx``, both (N, k)), from ``wt`` = Wᵀ (d, out) C-contiguous,
+    and ``sparse_rows(x, k) -> (vals, idx)``, the scan that finds them.
 
 ``CHUNK_BYTES`` (optional module constant)
     the size of the columns of one chunk of images that this backend's loops
@@ -101,6 +102,7 @@ class KernelSet(NamedTuple):
     adam_update_many: object = None      # optional Adam step of many parameters, one call
     gather_linear: object = None         # optional Linear from a top-k sparse input
     gather_linear_backward: object = None
+    sparse_rows: object = None
 
 
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
@@ -119,4 +121,5 @@ def load_kernels(name: str) -> KernelSet:
                        ("conv_s1", "conv_s1_adjoint", "conv_s1_backward",
                         "conv_cv", "conv_cv_adjoint", "adam_update",
                         "conv_cv_backward", "conv_cv_t_backward", "conv_c1_t_backward",
-                        "adam_update_many", "gather_linear", "gather_linear_backward")))
+                        "adam_update_many", "gather_linear", "gather_linear_backward",
+                        "sparse_rows")))

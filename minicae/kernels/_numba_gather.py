@@ -5,8 +5,9 @@ per sample (``vals``, ``idx`` of shape (N, k)), the forward is
 ``y[n] = b + Σ_t vals[n, t]·wt[idx[n, t]]``: N·k·out multiply-adds on
 contiguous rows instead of the dense N·d·out. The backward's input gradient
 is the k dot products ``dvals[n, t] = ⟨dy[n], wt[idx[n, t]]⟩`` and its weight
-gradient the k row updates ``dwt[idx[n, t]] += vals[n, t]·dy[n]``; a thread
-owns a slice of the ``out`` columns there, so no two threads write one cell.
+gradient the k row updates ``dwt[idx[n, t]] += vals[n, t]·dy[n]`` (serial: two
+samples may share a unit). Rows are taken four at a time where that saves passes
+over y[n] or dy[n].
 """
 
 from __future__ import annotations
@@ -14,7 +15,35 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["gather_linear", "gather_linear_backward"]
+__all__ = ["gather_linear", "gather_linear_backward", "sparse_rows"]
+
+
+@numba.njit(parallel=True, cache=True)
+def _scan(x, vals, idx):
+    n, d = x.shape
+    k = idx.shape[1]
+    for i in numba.prange(n):
+        m = 0
+        for j in range(d):                  # the non-zeros, in index order
+            if x[i, j] != 0 and m < k:
+                idx[i, m] = j
+                vals[i, m] = x[i, j]
+                m += 1
+        j = 0
+        while m < k:                        # pad with zero-valued units not yet taken
+            if x[i, j] == 0:
+                idx[i, m] = j
+                vals[i, m] = 0
+                m += 1
+            j += 1
+
+
+def sparse_rows(x, k):
+    """(vals, idx), each (N, k): the non-zeros of each row (at most k), zero-padded."""
+    vals = np.empty((x.shape[0], k), dtype=x.dtype)
+    idx = np.empty((x.shape[0], k), dtype=np.int64)
+    _scan(np.ascontiguousarray(x), vals, idx)
+    return vals, idx
 
 
 @numba.njit(parallel=True, cache=True)
@@ -46,27 +75,34 @@ def _dvals(dy, idx, wt, dvals):
         di = dy[i]
         for t in range(k):
             row = wt[idx[i, t]]
-            acc = 0.0
+            acc = di[0] * 0                 # the data's precision: the loop vectorises
             for q in range(out):
                 acc += di[q] * row[q]          # dvals[n, t] = ⟨dy[n], Wᵀ[idx[n, t]]⟩
             dvals[i, t] = acc
 
 
-@numba.njit(parallel=True, cache=True)
-def _dwt(dy, vals, idx, dwt, slices):
+@numba.njit(cache=True)
+def _dwt(dy, vals, idx, dwt):
     n, k = vals.shape
     out = dwt.shape[1]
-    step = (out + slices - 1) // slices
-    for s in numba.prange(slices):
-        lo = s * step
-        m = min(out - lo, step)
-        for i in range(n):
-            di = dy[i, lo:lo + m]       # slice views: the loop below then vectorises
-            for t in range(k):
-                v = vals[i, t]
-                drow = dwt[idx[i, t], lo:lo + m]
-                for q in range(m):
-                    drow[q] += v * di[q]       # dWᵀ[idx[n, t]] += vals[n, t] · dy[n]
+    for i in range(n):
+        di = dy[i]
+        t = 0
+        while t + 4 <= k:                   # four rows per pass over dy[n]
+            v0, v1, v2, v3 = vals[i, t], vals[i, t + 1], vals[i, t + 2], vals[i, t + 3]
+            d0, d1 = dwt[idx[i, t]], dwt[idx[i, t + 1]]
+            d2, d3 = dwt[idx[i, t + 2]], dwt[idx[i, t + 3]]
+            for q in range(out):
+                g = di[q]
+                d0[q] += v0 * g
+                d1[q] += v1 * g
+                d2[q] += v2 * g
+                d3[q] += v3 * g
+            t += 4
+        for s in range(t, k):
+            v, drow = vals[i, s], dwt[idx[i, s]]
+            for q in range(out):
+                drow[q] += v * di[q]           # dWᵀ[idx[n, t]] += vals[n, t] · dy[n]
 
 
 def gather_linear(vals, idx, wt, bias):
@@ -83,5 +119,5 @@ def gather_linear_backward(dy, vals, idx, wt):
     dwt = np.zeros(wt.shape, dtype=wt.dtype)
     dy = np.ascontiguousarray(dy)
     _dvals(dy, idx, wt, dvals)
-    _dwt(dy, vals, idx, dwt, max(1, min(numba.get_num_threads(), wt.shape[1] // 64)))
+    _dwt(dy, vals, idx, dwt)
     return dvals, dwt
