@@ -55,13 +55,13 @@ MODULE_BUDGET = 400
 # Round 12: +100 package / +50 core for the plans' bound direct runs (a layer goes
 # from its plan to the kernel), the one-call Adam and its fallback checks: strided
 # CAE step at batch 1, 232 -> 189 us of mostly Python (benchmarks/README.md).
-# Issue 19 (+730 package / +250 core): the VAE maths (functional/vae.py), models
+# Issue 19 (+765 package / +290 core): the VAE maths (functional/vae.py), models
 # (vae.py), pictures (vae_plots.py), the gathered Linear of top-k codes (reference,
 # Numba kernel, layer), the CLI flags and the bench rows.
 PACKAGE_BUDGET = 8980
 # the maths floors (STYLE: "core well under ~4,000"); workflows are counted in the total
 CORE = ("backend.py", "errors.py", "_validation.py", "kernels", "functional", "nn")
-CORE_BUDGET = 4400
+CORE_BUDGET = 4435
 
 
 def _modules():
