@@ -344,8 +344,9 @@ def prior_baseline(model, x_train, x_val):
 
     The decoder ignores z and gives the training mean image, q(z|x) is the
     prior, so KL = 0 and the bound is -log p(x | mean image): what a VAE must
-    beat to have learned anything from its codes. A Gaussian likelihood takes
-    the scalar sigma that fits the residuals best.
+    beat to have learned anything from its codes. A Gaussian likelihood keeps
+    the model's fixed sigma, or takes the scalar sigma that fits best when the
+    model learns it.
     """
     mean = numpy.clip(x_train.astype(numpy.float64).mean(axis=0, keepdims=True), 1e-6,
                       1 - 1e-6)
@@ -355,6 +356,7 @@ def prior_baseline(model, x_train, x_val):
                                               x_val.shape).copy())
         return float(FV.bernoulli_nll(logits, xv).mean())
     m = numpy.broadcast_to(mean, x_val.shape)
-    log_sigma = 0.5 * numpy.log(((x_val - m) ** 2).mean())
+    log_sigma = (float(to_numpy(model._log_sigma)) if model.sigma == "fixed"
+                 else 0.5 * numpy.log(((x_val - m) ** 2).mean()))
     return float(FV.gaussian_nll(to_device(m.copy()), xv,
                                  to_device(numpy.asarray(log_sigma))).mean())
