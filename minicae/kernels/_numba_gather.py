@@ -46,7 +46,7 @@ def sparse_rows(x, k):
     return vals, idx
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, fastmath={"contract"})
 def _forward(vals, idx, wt, bias, y):
     n, k = vals.shape
     out = wt.shape[1]
@@ -81,7 +81,7 @@ def _dvals(dy, idx, wt, dvals):
             dvals[i, t] = acc
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath={"contract"})
 def _dwt(dy, vals, idx, dwt):
     n, k = vals.shape
     out = dwt.shape[1]
