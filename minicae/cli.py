@@ -19,7 +19,7 @@ from .errors import MinicaeError
 
 __all__ = ["main", "build_parser"]
 
-MODEL_CHOICES = ("conv-full", "conv-strided", "dense")
+MODEL_CHOICES = ("conv-full", "conv-strided", "dense", "vae", "conv-vae")
 PENALTY_CHOICES = ("none", "l1", "kl", "contractive", "topk")
 DEFAULT_EPOCHS = 8
 # l1's sum runs over every code unit (20,736 in the default conv-full model): 1e-3 zeroes the code
@@ -107,9 +107,65 @@ def _penalty_spec(args):
     return spec
 
 
+def _build_vae(args, images):
+    from .vae import ConvVAE, DenseVAE
+
+    if args.iwae_k < 1:
+        raise ValueError(f"minicae train: expected --iwae-k >= 1, got {args.iwae_k}.")
+    kw = dict(latent=args.latent, beta=args.beta, kl_warmup=args.kl_warmup,
+              free_bits=args.free_bits, likelihood=args.likelihood, seed=args.seed)
+    if args.model == "vae":
+        shape = [int(s) for s in images.shape[1:]]
+        return DenseVAE(int(images[0].size), hidden=args.hidden or [64], input_shape=shape,
+                        **kw)
+    if images.ndim != 4:
+        raise ValueError(f"minicae train: expected images of shape (N, C, H, W) for "
+                         f"conv-vae, got {tuple(images.shape)}.")
+    return ConvVAE(images.shape[1], channels=args.channels, kernel_size=args.kernel_size,
+                   input_size=list(images.shape[2:]), **kw)
+
+
+def _vae_summary(model, history, images, args, out):
+    import numpy
+
+    from .data import train_val_split
+    from .vae import iwae_log_likelihood, prior_baseline
+
+    last = history.epochs[-1]
+    if args.val_fraction:
+        train_idx, val_idx = train_val_split(len(images), args.val_fraction, seed=args.seed)
+    else:                   # no held-out images: the numbers are on the training set
+        train_idx = val_idx = numpy.arange(len(images))
+        last.update(model.validation_metrics(images))
+    last["iwae"] = iwae_log_likelihood(model, images[val_idx], k=args.iwae_k)
+    last["iwae_k"] = args.iwae_k
+    last["baseline_nelbo"] = prior_baseline(model, images[train_idx], images[val_idx])
+    history.save(os.path.join(out, "history.json"))
+    print(f"final: val -ELBO {last['val_loss']:.2f} nats/image ({last['val_bpd']:.4f} "
+          f"bits/dim), IWAE (K={args.iwae_k}) log p(x) >= {last['iwae']:.2f}, KL "
+          f"{last['val_kl']:.2f}, active units {last['active_units']}/{model.latent}; "
+          f"prior + mean-image baseline -ELBO {last['baseline_nelbo']:.2f}")
+    if not args.plots:
+        return {}
+    from . import vae_plots
+    from .data import make_shapes
+
+    x, masks = images[val_idx], None
+    if args.data == "shapes":      # each image's label: the class covering most pixels
+        _, masks = make_shapes(args.n_images, size=args.image_size,
+                               channels=args.channels_in, texture=not args.flat,
+                               seed=args.seed)
+        counts = [(masks[val_idx] == c).sum(axis=(1, 2)) for c in (1, 2, 3)]
+        masks = numpy.argmax(numpy.stack(counts, 1), axis=1)
+    names = ("ellipse", "rectangle", "triangle")
+    return vae_plots.save_vae_pictures(model, x, out, labels=masks, names=names)
+
+
 def _build_model(args, images):
     from .models import ConvAutoencoder, DenseAutoencoder
 
+    if args.model in ("vae", "conv-vae"):
+        return _build_vae(args, images)
     topk = args.k if args.penalty == "topk" else None
     penalty = _penalty_spec(args)
     if args.model == "dense":
@@ -154,7 +210,7 @@ def _cmd_train(args):
         saved = _read_json(run_path)
         # the data, model and seed of the original run; only these may change:
         keep = {k: getattr(args, k) for k in ("resume", "no_progress", "backend", "out",
-                                              "distributed")}
+                                              "distributed", "plots")}
         if args.epochs is not None:
             keep["epochs"] = args.epochs
         ignored = _ignored_on_resume(args, saved, keep)
@@ -218,6 +274,11 @@ def _cmd_train(args):
         pictures["loss"] = plots.save_loss_curves(history, os.path.join(out, "loss.png"))
     except RuntimeError as exc:      # matplotlib missing: training results still stand
         print(f"pictures skipped: {exc}", file=sys.stderr)
+    if args.model in ("vae", "conv-vae"):
+        try:
+            pictures.update(_vae_summary(model, history, images, args, out))
+        except RuntimeError as exc:
+            print(f"pictures skipped: {exc}", file=sys.stderr)
     last = history.epochs[-1]
     base, val_loss = history.baseline_mse, last.get("val_loss")
     if base and val_loss is not None and val_loss >= 0.9 * base:
@@ -292,6 +353,18 @@ def _add_train_arguments(p):
                         f"runs over every code unit; {PENALTY_WEIGHTS['kl']:g} otherwise)")
     p.add_argument("--rho", type=float, default=0.05, help="kl: target mean activation")
     p.add_argument("--k", type=int, default=32, help="topk: units kept per sample")
+    p.add_argument("--latent", type=int, default=16, help="vae, conv-vae: latent size")
+    p.add_argument("--beta", type=float, default=1.0, help="vae, conv-vae: KL weight")
+    p.add_argument("--kl-warmup", type=int, default=0,
+                   help="vae, conv-vae: epochs over which the KL weight rises to --beta")
+    p.add_argument("--free-bits", type=float, default=0.0,
+                   help="vae, conv-vae: floor in nats of each latent unit's mean KL")
+    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli",
+                   help="vae, conv-vae: p(x|z)")
+    p.add_argument("--iwae-k", type=int, default=64,
+                   help="vae, conv-vae: samples of the final log p(x) estimate")
+    p.add_argument("--plots", action="store_true",
+                   help="vae, conv-vae: prior samples, traversal, 2-D latent pictures")
     p.add_argument("--loss", choices=("mse", "bce"), default="mse",
                    help="reconstruction loss")
     p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam",

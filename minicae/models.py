@@ -23,9 +23,11 @@ import numpy
 from . import nn
 from ._validation import check_choice, check_positive_int
 from .functional import output_padding_for
+from .nn.gather import SparseInputLinear
+from .vae import ConvVAE, DenseVAE
 
-__all__ = ["Autoencoder", "DenseAutoencoder", "ConvAutoencoder", "MODELS",
-           "build_penalty", "model_from_config", "parameter_count"]
+__all__ = ["Autoencoder", "DenseAutoencoder", "ConvAutoencoder", "DenseVAE", "ConvVAE",
+           "MODELS", "build_penalty", "model_from_config", "parameter_count"]
 
 PENALTY_KINDS = ("l1", "kl", "contractive")
 ACTIVATION_NAMES = ("relu", "leaky_relu", "sigmoid", "tanh")
@@ -196,10 +198,12 @@ class DenseAutoencoder(Autoencoder):
             from .nn.sparse import TopK
             enc.append(TopK(topk))
         dec = []
-        sizes = [hidden[-1]] + decoder_hidden
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            dec += [nn.Linear(a, b, **kw), nn.activation(activation)]
-        dec += [nn.Linear(sizes[-1], in_features, **kw), nn.activation(output_activation)]
+        sizes = [hidden[-1]] + decoder_hidden + [in_features]
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            # a top-k code: the first decoder layer reads its k active units only
+            layer = SparseInputLinear if (i == 0 and topk is not None) else nn.Linear
+            dec += [layer(a, b, **kw),
+                    nn.activation(output_activation if i == len(sizes) - 2 else activation)]
         if input_shape is not None:
             dec.append(nn.Reshape(*input_shape))
         self.encoder = nn.Sequential(*enc)
@@ -313,7 +317,8 @@ class ConvAutoencoder(Autoencoder):
         return dict(self._config)
 
 
-MODELS = {"DenseAutoencoder": DenseAutoencoder, "ConvAutoencoder": ConvAutoencoder}
+MODELS = {"DenseAutoencoder": DenseAutoencoder, "ConvAutoencoder": ConvAutoencoder,
+          "DenseVAE": DenseVAE, "ConvVAE": ConvVAE}
 
 
 def model_from_config(class_name, config):

@@ -215,6 +215,9 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
     model : minicae.models.Autoencoder or any Module with forward and backward
         (e.g. a hand-built ``nn.Sequential``; ‖z‖₀ is reported when it keeps
         its code in ``code_``)
+        A model with ``fit_step(x, target, *, epoch, rng) -> (loss, penalties)``
+        (a VAE) does its own forward and backward and ``loss`` is not used;
+        its ``validation_metrics(x_val)`` entries join each epoch's record.
     x : ndarray of shape (N, C, H, W) or (N, D), float, on the host
     loss : 'mse', 'bce' or a loss object
     optimizer : 'adam' (default), 'adamw', 'sgd' or an optimizer object
@@ -360,6 +363,7 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
     # the data needs no gradient: let the first layer skip its input gradient
     backward_kw = ({"need_input_grad": False} if "need_input_grad" in
                    inspect.signature(model.backward).parameters else {})
+    fit_step = getattr(model, "fit_step", None)
     bar = None
     model.train()
     lock = contextlib.nullcontext()
@@ -397,12 +401,16 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
                 model.zero_grad()
                 # a diverging step is detected below by value, not by NumPy warnings
                 with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    x_hat = model(inp)
-                    value = loss_fn(x_hat, target)
-                    pens = (model.penalty_values() if hasattr(model, "penalty_values")
-                            else {})
+                    if fit_step is not None:    # the model owns its objective (a VAE)
+                        value, pens = fit_step(inp, target, epoch=epoch, rng=numpy.random.
+                                               default_rng([seed, epoch, b, 2, rank]))
+                    else:
+                        x_hat = model(inp)
+                        value = loss_fn(x_hat, target)
+                        pens = (model.penalty_values() if hasattr(model, "penalty_values")
+                                else {})
+                        model.backward(loss_fn.backward(), **backward_kw)
                     total = value + sum(pens.values())
-                    model.backward(loss_fn.backward(), **backward_kw)
                 if reduce_grads is not None:
                     reduce_grads(model)
                 m, stop = len(idx), stop_flag.hit
@@ -458,6 +466,8 @@ def fit(model, x, *, loss="mse", optimizer=None, lr=1e-3, epochs=10, batch_size=
                       "lr": float(getattr(opt, "lr", lr)), "skipped": sums["skipped"]}
             if x_val is not None and len(x_val):
                 record["val_loss"], record["val_l0"] = evaluate(model, x_val, loss_fn)
+                if hasattr(model, "validation_metrics"):     # e.g. a VAE's held-out ELBO
+                    record.update(model.validation_metrics(x_val))
             history.epochs.append(record)
             if callback is not None:
                 callback(record)

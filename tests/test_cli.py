@@ -115,7 +115,7 @@ def test_info_lists_backends():
     (["train", "--batch-size", "0"], "--batch-size"),
     (["train", "--lr", "-1"], "lr"),
     (["train", "--data", "/no/such/file.npz"], "/no/such/file.npz"),
-    (["train", "--model", "vae"], "invalid choice"),
+    (["train", "--model", "gan"], "invalid choice"),
     (["train", "--backend", "tpu"], "invalid choice"),
     (["train", "--resume", "--out", "/nonexistent/run"], "no checkpoint"),
     (["train", "--penalty", "kl"], "sigmoid"),

@@ -21,8 +21,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-__all__ = ["Work", "CONV_CASES", "TRAIN_CASES", "TORCH_SIDES", "build", "cae_strided",
-           "conv_macs"]
+__all__ = ["Work", "CONV_CASES", "TRAIN_CASES", "VAE_CASES", "TORCH_SIDES", "build",
+           "cae_strided", "conv_macs"]
 
 # the PyTorch sides and the device each runs on
 TORCH_SIDES = {"torch": "cpu", "torch-cuda": "cuda"}
@@ -57,6 +57,10 @@ CONV_CASES = {
     "convT_32_16_7_s2": ConvSpec(128, 32, 16, 7, 3, 2, 1, 1, True),
 }
 TRAIN_CASES = {"cae_strided": (128, 28), "dense_ae": (256, 28), "cae_full": (128, 28)}
+# a ConvVAE training step (batch, image); a top-k code's first decoder layer,
+# forward and backward, dense and from the k active units: (batch, d, k, out), k/d = 1/8
+VAE_CASES = {"vae_conv": (128, 28), "topk_decode_dense": (128, 1024, 128, 512),
+             "topk_decode_gathered": (128, 1024, 128, 512)}
 
 
 def conv_macs(spec: ConvSpec):
@@ -253,6 +257,107 @@ def _gemm(side, n, rng, sync):
     return Work(step, None, float(n) ** 3, 0.0, 0)
 
 
+def _vae_torch_modules(torch, latent=16):
+    nn = torch.nn
+    enc = nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(32 * 49, 2 * latent))
+    dec = nn.Sequential(nn.Linear(latent, 32 * 49), nn.ReLU(), nn.Unflatten(1, (32, 7, 7)),
+                        nn.ConvTranspose2d(32, 16, 3, 2, 1, output_padding=1), nn.ReLU(),
+                        nn.ConvTranspose2d(16, 1, 3, 2, 1, output_padding=1))
+    return enc, dec
+
+
+def _vae_train(side, n, rng, sync):
+    """One ConvVAE step: negative ELBO (Bernoulli, KL), backward, Adam; eps drawn beforehand."""
+    x = (rng.random((n, 1, 28, 28)) < 0.3).astype(np.float32)
+    eps = rng.standard_normal((n, 16)).astype(np.float32)
+    macs = _train_macs("cae_strided", n, 28) + 3.0 * n * (2 * 32 * 49 * 16 + 32 * 49 * 16)
+    if side in TORCH_SIDES:
+        import torch
+
+        device = TORCH_SIDES[side]
+        sync = _torch_sync(torch, device)
+        enc, dec = (m.to(device) for m in _vae_torch_modules(torch))
+        opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3)
+        xt, et = torch.from_numpy(x).to(device), torch.from_numpy(eps).to(device)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            mu, logvar = enc(xt).chunk(2, dim=1)
+            logits = dec(mu + torch.exp(0.5 * logvar) * et)
+            nll = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, xt, reduction="sum") / n
+            loss = nll + (0.5 * (mu ** 2 + logvar.exp() - 1 - logvar)).sum() / n
+            loss.backward()
+            opt.step()
+            sync()
+            return loss
+        return Work(step, None, macs, 0.0, n)
+    from .. import functional as F
+    from ..optim import Adam
+    from ..vae import ConvVAE
+
+    model = ConvVAE(channels=(16, 32), latent=16, input_size=28)
+    opt = Adam(model.parameters(), lr=1e-3)
+    xd, ed = F.asarray(x), F.asarray(eps)
+
+    def step():
+        opt.zero_grad()
+        loss, _ = model.objective(xd, eps=ed)
+        opt.step()
+        sync()
+        return loss
+    return Work(step, None, macs, 0.0, n)
+
+
+def _topk_decode(case, side, n, d, k, out, rng, sync):
+    """The first decoder layer on a top-k code (k of d units per sample): y and dx, dW, db."""
+    z = np.zeros((n, d), np.float32)
+    for i in range(n):
+        z[i, rng.choice(d, k, replace=False)] = rng.random(k)
+    dy = rng.standard_normal((n, out)).astype(np.float32)
+    if side in TORCH_SIDES:             # the dense product on both rows
+        import torch
+
+        device = TORCH_SIDES[side]
+        sync = _torch_sync(torch, device)
+        layer = torch.nn.Linear(d, out).to(device)
+        zt = torch.from_numpy(z).to(device).requires_grad_(True)
+        dyt = torch.from_numpy(dy).to(device)
+
+        def forward():
+            with torch.no_grad():
+                y = layer(zt)
+            sync()
+            return y
+
+        def step():
+            grads = torch.autograd.grad(layer(zt), (zt, layer.weight, layer.bias), dyt)
+            sync()
+            return grads
+        return Work(step, forward, 3.0 * n * d * out, 1.0 * n * d * out, n)
+    from .. import functional as F
+    from ..nn.gather import SparseInputLinear
+
+    layer = SparseInputLinear(d, out, rng=rng)
+    if case == "topk_decode_dense":
+        layer.max_density = 0.0         # the dense GEMMs on the same weights
+    zd, dyd = F.asarray(z), F.asarray(dy)
+
+    def forward():
+        y = layer(zd)
+        sync()
+        return y
+
+    def step():
+        y = layer(zd)
+        dx = layer.backward(dyd)
+        sync()
+        return y, dx
+    share = 1.0 if case == "topk_decode_dense" else k / d     # multiply-adds done
+    return Work(step, forward, 3.0 * n * d * out * share, 1.0 * n * d * out * share, n)
+
+
 def build(case, side, *, quick=False, batch=None, hw=None, sync=_sync_noop, seed=0):
     """Build the :class:`Work` of ``case`` on ``side`` ('torch' or the active backend)."""
     rng = np.random.default_rng(seed)
@@ -267,6 +372,11 @@ def build(case, side, *, quick=False, batch=None, hw=None, sync=_sync_noop, seed
         if side in TORCH_SIDES:
             return _torch_conv(spec, rng, TORCH_SIDES[side])
         return _minicae_conv(spec, rng, sync)
+    if case == "vae_conv":
+        return _vae_train(side, batch or (4 if quick else VAE_CASES[case][0]), rng, sync)
+    if case in VAE_CASES:
+        n, d, k, out = (4, 64, 8, 16) if quick else VAE_CASES[case]
+        return _topk_decode(case, side, batch or n, d, k, out, rng, sync)
     n, size = TRAIN_CASES[case]
     n = batch or (4 if quick else n)
     size = hw or (8 if quick and case != "dense_ae" else size)

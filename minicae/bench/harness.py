@@ -21,7 +21,8 @@ from . import cases
 __all__ = ["time_work", "environment", "run_cases", "run_scaling", "DEFAULT_CASES",
            "BLAS_VARS", "ALLOCATOR_VARS", "thread_env"]
 
-DEFAULT_CASES = (list(cases.CONV_CASES) + list(cases.TRAIN_CASES) + ["sgemm", "rss_cae"])
+DEFAULT_CASES = (list(cases.CONV_CASES) + list(cases.TRAIN_CASES) + list(cases.VAE_CASES)
+                 + ["sgemm", "rss_cae"])
 BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 _REEXEC = "MINICAE_BENCH_UNSET"
 # glibc malloc's regime, fixed for every side's process. By default glibc

@@ -18,7 +18,15 @@ by ``relu_out > 0``):
     ``run(dy, x, weight, relu_out, need_dx) -> (dx or None, dweight, dbias)``
 
 A module may also provide ``adam_update`` and ``adam_update_many`` (one Adam
-step in place, see kernels/_numba_optim.py). Kernels import nothing from
+step in place, see kernels/_numba_optim.py), and
+
+``gather_linear(vals, idx, wt, bias) -> y``, ``gather_linear_backward(dy, vals, idx, wt)
+-> (dvals, dwt)``
+    (optional) a Linear layer whose input has k non-zeros per sample (values
+    ``vals`` at units ``idx``, both (N, k)), from ``wt`` = Wᵀ (d, out) C-contiguous,
+    and ``sparse_rows(x, k) -> (vals, idx)``, the scan that finds them.
+
+ Kernels import nothing from
 minicae and validate nothing: the functional floor has checked every call.
 """
 
@@ -79,6 +87,9 @@ class KernelSet(NamedTuple):
     candidates: tuple = ()
     adam_update: object = None           # optional one-pass Adam step
     adam_update_many: object = None      # optional Adam step of many parameters, one call
+    gather_linear: object = None         # optional Linear from a top-k sparse input
+    gather_linear_backward: object = None
+    sparse_rows: object = None
 
 
 _MODULES = {"numpy": None, "numba": "._numba_conv", "cupy": "._cupy"}
@@ -89,5 +100,7 @@ def load_kernels(name: str) -> KernelSet:
     if _MODULES[name] is None:               # the NumPy backend runs the reference
         return KernelSet(name)
     module = importlib.import_module(_MODULES[name], __name__)
-    return KernelSet(name, tuple(module.CANDIDATES), getattr(module, "adam_update", None),
-                     getattr(module, "adam_update_many", None))
+    return KernelSet(name, tuple(module.CANDIDATES),
+                     *(getattr(module, f, None) for f in
+                       ("adam_update", "adam_update_many", "gather_linear",
+                        "gather_linear_backward", "sparse_rows")))
