@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy
 
 from .backend import to_device, to_numpy
-from .plots import _as_image, _pyplot
+from .plots import _as_image, _pyplot, _savefig
 from .vae import kl_per_dimension
 
 __all__ = ["save_prior_samples", "save_traversal", "save_latent_scatter", "save_manifold",
@@ -36,7 +36,7 @@ def _grid(plt, images, rows, cols, path, *, row_labels=None, title=None):
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    _savefig(fig, path)
     plt.close(fig)
     return path
 
@@ -80,7 +80,7 @@ def save_latent_scatter(model, x, labels, path, *, names=None):
     ax.legend(fontsize=7, markerscale=2)
     ax.set_title("posterior means, by label", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    _savefig(fig, path)
     plt.close(fig)
     return path
 
