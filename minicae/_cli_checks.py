@@ -26,7 +26,8 @@ _RULES = {
                   channels_in=("1 or 3", lambda v: v in (1, 3)), kernel_size=_INT1,
                   penalty_weight=_NONNEG, rho=_OPEN01, k=_INT1, lr=_POS, epochs=_INT1,
                   batch_size=_INT1, val_fraction=("in [0, 1)", lambda v: 0 <= v < 1),
-                  patience=_INT1, seed=_INT0),
+                  patience=_INT1, seed=_INT0, latent=_INT1, beta=_NONNEG, kl_warmup=_INT0,
+                  free_bits=_NONNEG, iwae_k=_INT1),
     "demo": dict(epochs=_INT1),
     "bench": dict(repeats=_INT1, threads=_INT1),
     "segment": dict(n_images=_INT1, image_size=_SHAPES_SIZE, test_fraction=_OPEN01,
@@ -82,7 +83,9 @@ def _check_input(where, flag, path):
 def check_args(args):
     """Raise ValueError naming the first invalid flag; nothing has been read or written."""
     where = f"minicae {args.command}"
-    for dest, (want, ok) in _RULES.get(args.command, {}).items():
+    # tune and info --kernels build the model train would: the same rules
+    rules = _RULES["train"] if args.command in ("tune", "info") else _RULES.get(args.command, {})
+    for dest, (want, ok) in rules.items():
         value = getattr(args, dest)
         for v in value if isinstance(value, list) else [value]:
             if v is not None and not ok(v):

@@ -92,7 +92,10 @@ TRAIN = [
     (["--denoise", "gaussian", "--noise-level", "0"], "--noise-level"),
     (["--denoise", "gaussian", "--noise-level", "-1"], "--noise-level"),
     (["--denoise", "gaussian", "--noise-level", "inf"], "--noise-level"),
-    (["--model", "vae"], "invalid choice"), (["--backend", "tpu"], "invalid choice"),
+    (["--model", "gan"], "invalid choice"), (["--model", "vae", "--latent", "0"], "--latent"),
+    (["--model", "conv-vae", "--beta", "-1"], "--beta"),
+    (["--model", "vae", "--iwae-k", "0"], "--iwae-k"),
+    (["--backend", "tpu"], "invalid choice"),
     (["--optimizer", "rmsprop"], "invalid choice"), (["--loss", "l2"], "invalid choice"),
     (["--denoise", "blur"], "invalid choice"), (["--activation", "gelu"], "invalid choice"),
     (["--code-activation", "gelu"], "invalid choice"), (["--penalty", "l2"], "invalid choice"),
@@ -143,7 +146,9 @@ DEMO = [
 ]
 CASES = ([("train", a, w) for a, w in TRAIN] + [("segment", a, w) for a, w in SEGMENT]
          + [("bench", a, w) for a, w in BENCH] + [("demo", a, w) for a, w in DEMO]
-         + [("info", ["--bogus"], "unrecognized"), (None, ["frobnicate"], "invalid choice"),
+         + [("tune", ["--kernel-size", "0"], "--kernel-size"), ("tune", ["--lr", "0"], "--lr"),
+            ("info", ["--kernels", "--batch-size", "0"], "--batch-size"),
+            ("info", ["--bogus"], "unrecognized"), (None, ["frobnicate"], "invalid choice"),
             (None, [], "required")])
 
 
