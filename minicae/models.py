@@ -137,7 +137,7 @@ def _check_activation(name, where, what):
 
 
 class DenseAutoencoder(Autoencoder):
-    """Fully connected autoencoder; default 784-64-64 | 64-784 as in the documents.
+    """Fully connected autoencoder; default 784-64-64 | 64-784 as in the Keras MNIST example minicae started from.
 
     Parameters
     ----------
@@ -147,7 +147,7 @@ class DenseAutoencoder(Autoencoder):
     hidden : sequence of int
         Encoder widths; the last is the code size.
     decoder_hidden : sequence of int
-        Decoder widths before the output layer (default: the documents' 64).
+        Decoder widths before the output layer (default: that example's 64).
     activation, code_activation, output_activation : str
         'relu', 'leaky_relu', 'sigmoid' or 'tanh'.
     topk : int, optional
@@ -215,7 +215,7 @@ class DenseAutoencoder(Autoencoder):
 
 
 class ConvAutoencoder(Autoencoder):
-    """Convolutional autoencoder in the documents' 'full' scheme or a 'strided' one.
+    """Convolutional autoencoder in the 'full'-padding scheme or a 'strided' one.
 
     Parameters
     ----------

@@ -225,9 +225,9 @@ class DenseVAE(VAE):
     ----------
     in_features : int
     hidden : sequence of int
-        Encoder widths before the latent head (default the documents' 64).
+        Encoder widths before the latent head (default the Keras MNIST example's 64).
     latent : int
-        Size of z (default 64, the documents' code size).
+        Size of z (default 64, the Keras MNIST example's code size).
     decoder_hidden : sequence of int
     beta : float
         KL weight (beta-VAE).

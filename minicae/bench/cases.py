@@ -160,7 +160,7 @@ def _layers(name, nn):
                 nn.ConvTranspose2d(32, 16, 3, 2, 1, 1), nn.ReLU(),
                 nn.ConvTranspose2d(16, 1, 3, 2, 1, 1), nn.Sigmoid()]
     if name == "cae_full":
-        # the documents' scheme: pad by k-1 ('full'), decode with a 'valid' conv
+        # the 'full' scheme: pad by k-1 ('full'), decode with a 'valid' conv
         return [nn.Conv2d(1, 16, 3, 1, padding="full"), nn.ReLU(),
                 nn.Conv2d(16, 1, 3, 1, padding=0), nn.Sigmoid()]
     return [nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),

@@ -3,7 +3,7 @@ r"""Per-pixel features (hypercolumns) from an autoencoder's encoder.
 Each chosen encoder layer's output (N, C_l, h_l, w_l) is brought to the
 input's resolution (H, W) and the maps are stacked along channels:
 
-- a map *larger* than the input (the documents' 'full' scheme grows each map
+- a map *larger* than the input (the 'full'-padding scheme grows each map
   by k−1) is centre-cropped: with odd k, output pixel p + (k−1)/2 of a 'full'
   convolution is centred on input pixel p, so the crop is exact;
 - a map *smaller* than the input (strided or pooled encoders) is upsampled,
