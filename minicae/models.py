@@ -137,7 +137,8 @@ def _check_activation(name, where, what):
 
 
 class DenseAutoencoder(Autoencoder):
-    """Fully connected autoencoder; default 784-64-64 | 64-784 as in the Keras MNIST example minicae started from.
+    """Fully connected autoencoder; default 784-64-64 | 64-784 as in the Keras MNIST
+    example minicae started from.
 
     Parameters
     ----------

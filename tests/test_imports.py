@@ -39,6 +39,7 @@ ALLOWED = {
     **{w: BELOW_WORKFLOWS | WORKFLOWS for w in WORKFLOWS},
     "cli": None,            # None: anything
     "_cli_checks": {"data", "errors", "_validation"},    # the CLI's checks before any work
+    "_cli_vae": None,       # the CLI's VAE steps
     "__main__": None,
     "__init__": None,
 }
