@@ -22,9 +22,14 @@ axis into three bands: the first 60 % feeds the ``'train'`` split, the next
 20 % ``'val'`` and the last 20 % ``'test'``; a split's patches come only from
 its band, so no test pixel of a photograph is ever seen in training.
 
-**Intensity matching.** Every patch is scaled to mean 0.5 and standard
-deviation 0.15 (then clipped to [0, 1]), so brightness and contrast alone
-cannot tell two textures apart.
+**Roles.** With two textures per image the background is brick, grass or
+gravel and the foreground trees or text, so "foreground" names textures a
+few-label head can learn; with three to five, the textures are drawn from
+all five and every region is a different one.
+
+**Intensity matching.** The pixels each texture shows in an image are
+scaled to mean 0.5 and standard deviation 0.15 (then clipped to [0, 1]),
+so brightness and contrast alone cannot tell two regions apart.
 
 Image ``i`` of a split is drawn from the stream ``[seed, split, i]``; the
 first ``m`` images of a set are the set of ``m`` images.
@@ -42,6 +47,7 @@ TEXTURE_NAMES = ("brick", "grass", "gravel", "trees", "text")
 SPLITS = ("train", "val", "test")
 _BANDS = {"train": (0.0, 0.6), "val": (0.6, 0.8), "test": (0.8, 1.0)}
 _MEAN, _STD = 0.5, 0.15
+_BACKGROUNDS, _FOREGROUNDS = (0, 1, 2), (3, 4)      # brick, grass, gravel | trees, text
 _SHAPES = ("ellipse", "polygon", "blob", "silhouette")
 _CACHE = {}
 
@@ -86,11 +92,7 @@ def _patch(rng, band, size):
                          f"{size}x{size} pixels, got {h}x{w}. Use a smaller size.")
     r, c = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
     p = band[r:r + size, c:c + size]
-    if rng.random() < 0.5:
-        p = p[:, ::-1]
-    # intensity matching: every patch has mean 0.5 and standard deviation 0.15
-    p = (p - p.mean()) / max(p.std(), 1e-6) * _STD + _MEAN
-    return np.clip(p, 0.0, 1.0)
+    return p[:, ::-1] if rng.random() < 0.5 else p
 
 
 def _polygon(rng, yy, xx, cy, cx, r):
@@ -147,7 +149,10 @@ def _region(rng, kind, grids, size, horse):
 
 
 def _mosaic(rng, k, size, split, regions, horse, grids):
-    names = rng.choice(len(TEXTURE_NAMES), size=k, replace=False)
+    if k == 2:      # fixed roles, so that a few-label head can learn what foreground is
+        names = [rng.choice(_BACKGROUNDS), rng.choice(_FOREGROUNDS)]
+    else:
+        names = rng.choice(len(TEXTURE_NAMES), size=k, replace=False)
     min_area = 0.04 * size * size
     for _ in range(50):
         mask = np.zeros((size, size), np.int64)
@@ -158,9 +163,11 @@ def _mosaic(rng, k, size, split, regions, horse, grids):
             break
     image = np.zeros((size, size))
     for cls, t in enumerate(names):
-        patch = _patch(rng, _band(regions[TEXTURE_NAMES[int(t)]], split), size)
-        image[mask == cls] = patch[mask == cls]
-    return image, mask, names
+        inside = mask == cls
+        v = _patch(rng, _band(regions[TEXTURE_NAMES[int(t)]], split), size)[inside]
+        # intensity matching on the pixels shown: mean 0.5, standard deviation 0.15
+        image[inside] = (v - v.mean()) / max(v.std(), 1e-6) * _STD + _MEAN
+    return np.clip(image, 0.0, 1.0), mask, names
 
 
 def make_texture_mosaics(n, *, size=64, n_textures=2, split="train", seed=0,
