@@ -16,8 +16,9 @@ Methods (rows of the table):
 - ``kmeans_gabor``: the classic texture baseline (Jain & Farrokhnia 1991):
   16 Gabor filters (4 orientations x 4 frequencies), tanh energies,
   Gaussian smoothing, k-means (:class:`~minicae.segment.texture.TextureEnergy`);
-- ``mrf_features``, ``mrf_gabor``: the k-means labels of the autoencoder's
-  and of the Gabor features refined by a mean-field Potts prior
+- ``mrf_features``, ``mrf_pixels_pooled``, ``mrf_gabor``: the k-means labels
+  of the autoencoder's, the pooled pixels' and the Gabor features refined by
+  a mean-field Potts prior
   (:func:`~minicae.segment.cluster.mean_field_segment`);
 - ``head_pretrained``, ``head_random``, ``head_pixels``: the same
   :class:`SegmentationHead` on the pretrained encoder's features, on a
@@ -63,7 +64,7 @@ DEFAULTS = dict(data="shapes", masks=None, n_images=300, image_size=64, test_fra
                 epochs=5, lr=2e-3, batch_size=32, corruption="masking",
                 corruption_level=0.3, pretrain_on="auto", pool="energy", window=5, smooth=1,
                 n_init=4, head_hidden=[16, 16], head_epochs=80, head_lr=1e-2, dice_weight=0.0,
-                finetune=False, anomaly="auto", error_window=5, percentile=95.0,
+                finetune=False, augment=False, anomaly="auto", error_window=5, percentile=95.0,
                 overlays=6, out="runs/segment", json=None, seed=0, backend=None)
 
 COLUMNS = ("miou", "pixel_accuracy", "dice", "ari", "auroc")
@@ -128,6 +129,9 @@ def add_segment_arguments(p):
                    help="add this times the Dice loss to the head's cross-entropy")
     p.add_argument("--finetune", action="store_true",
                    help="also fine-tune the pretrained encoder with the head")
+    p.add_argument("--augment", action="store_true",
+                   help="train the heads on the 8 flips and rotations of each labelled "
+                        "image (8x the images per epoch)")
     p.add_argument("--anomaly", choices=("auto", "on", "off"), default=d["anomaly"],
                    help="anomaly rows (auto: on for the shapes data)")
     p.add_argument("--error-window", type=int, default=d["error_window"],
@@ -319,7 +323,7 @@ def _run(o, log):
         f = extractor.transform(x_test)
         labels = kmeans_segment(f, k, **km)
         record(name, match_labels(labels, truth, n_classes=n_classes), t0, raw=labels)
-        if name in ("kmeans_features", "kmeans_gabor"):
+        if name != "kmeans_pixels":
             refined = mean_field_segment(f, labels, k, **mrf)
             record(name.replace("kmeans", "mrf"),
                    match_labels(refined, truth, n_classes=n_classes), t0, raw=refined)
@@ -333,6 +337,8 @@ def _run(o, log):
              ("head_pixels", None), ("head_gabor", gabor)]
     if o["finetune"]:
         heads.append(("head_finetune", model))
+    if o["augment"]:
+        x_lab, m_lab = _dihedral(x_lab, m_lab)
     for name, mdl in heads if o["labels"] else ():
         t0 = time.perf_counter()
         extractor = mdl if name == "head_gabor" else PixelFeatures(mdl, **feat_kw).fit(x_pre)
@@ -367,6 +373,17 @@ def _run(o, log):
     if o["json"]:
         _write_json(o["json"], results)
     return results, pictures
+
+
+def _dihedral(x, masks):
+    """The 8 rotations and mirror images of every image and mask (the dihedral group)."""
+    xs, ms = [], []
+    for k in range(4):
+        x_r, m_r = numpy.rot90(x, k, axes=(2, 3)), numpy.rot90(masks, k, axes=(1, 2))
+        xs += [x_r, x_r[..., ::-1]]
+        ms += [m_r, m_r[..., ::-1]]
+    return (numpy.ascontiguousarray(numpy.concatenate(xs)),
+            numpy.ascontiguousarray(numpy.concatenate(ms)))
 
 
 def _overlays(o, x_test, truth, x_anom, m_anom, predictions, results, log):
