@@ -54,7 +54,9 @@ MODULE_BUDGET = 400
 # Round 12: +100 package / +50 core for the plans' bound direct runs (a layer goes
 # from its plan to the kernel), the one-call Adam and its fallback checks: strided
 # CAE step at batch 1, 232 -> 189 us of mostly Python (benchmarks/README.md).
-PACKAGE_BUDGET = 8250
+# +400 for the real-photograph segmentation benchmark: texture mosaics (128), the Gabor
+# texture-energy baseline (133), the mean-field refinement (26), pictures (45), pipeline rows
+PACKAGE_BUDGET = 8650
 # the maths floors (STYLE: "core well under ~4,000"); workflows are counted in the total
 CORE = ("backend.py", "errors.py", "_validation.py", "kernels", "functional", "nn")
 CORE_BUDGET = 4150

@@ -167,3 +167,17 @@ def test_segment_textures_several_segments_reports_cluster_ari():
         assert -0.5 <= results[name]["ari"] <= 1
     with pytest.raises(ValueError, match="--textures K"):
         run_segment(dict(data="textures", textures=[2, 3, 4], n_images=8, overlays=0))
+
+
+def test_dihedral_augmentation_keeps_image_and_mask_aligned():
+    from minicae.segment.pipeline import _dihedral
+
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 1, 6, 6)).astype(np.float32)
+    m = (x[:, 0] > 0.5).astype(np.int64)
+    xa, ma = _dihedral(x, m)
+    assert xa.shape == (16, 1, 6, 6) and ma.shape == (16, 6, 6)
+    assert len({xi.tobytes() for xi in xa}) == 16        # eight distinct views per image
+    for xi, mi in zip(xa, ma):
+        assert ((xi[0] > 0.5) == (mi == 1)).all()       # the mask moved with its image
+    assert_allclose(xa[:2], x)
