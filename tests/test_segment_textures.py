@@ -181,3 +181,19 @@ def test_dihedral_augmentation_keeps_image_and_mask_aligned():
     for xi, mi in zip(xa, ma):
         assert ((xi[0] > 0.5) == (mi == 1)).all()       # the mask moved with its image
     assert_allclose(xa[:2], x)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--textures", "7"], "n_textures between 2 and 5"),
+    (["--mrf-window", "4"], "odd --mrf-window"),
+    (["--segments", "1"], "--segments >= 2"),
+    (["--mrf-beta", "-1"], "--mrf-beta >= 0"),
+])
+def test_segment_cli_rejects_bad_texture_options(tmp_path, capsys, argv, words):
+    from minicae.cli import main
+
+    out = tmp_path / "run"
+    code = main(["segment", "--data", "textures", "--out", str(out)] + argv)
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and "Traceback" not in err
+    assert not out.exists()

@@ -273,7 +273,18 @@ def run_segment(opts, *, log=None):
     return _run(o, log or (lambda msg: None))
 
 
+def _check_options(o):
+    if o["segments"] is not None and o["segments"] < 2:
+        raise ValueError(f"minicae segment: expected --segments >= 2, got {o['segments']}.")
+    if o["mrf_window"] < 1 or o["mrf_window"] % 2 == 0:
+        raise ValueError(f"minicae segment: expected an odd --mrf-window >= 1, got "
+                         f"{o['mrf_window']}.")
+    if not o["mrf_beta"] >= 0:
+        raise ValueError(f"minicae segment: expected --mrf-beta >= 0, got {o['mrf_beta']}.")
+
+
 def _run(o, log):
+    _check_options(o)
     images, masks = _load(o)
     train, labelled, test = _split(len(images), o)
     truth_all = foreground(masks) if o["task"] == "fg" else numpy.asarray(masks, numpy.int64)
@@ -309,8 +320,6 @@ def _run(o, log):
 
     km = dict(smooth=o["smooth"], n_init=o["n_init"], seed=o["seed"])
     k = o["segments"] or n_classes
-    if k < 2:
-        raise ValueError(f"minicae segment: expected --segments >= 2, got {k}.")
     mrf = dict(beta=o["mrf_beta"], window=o["mrf_window"])
     gabor = TextureEnergy().fit(x_pre)
     for name, extractor in (("kmeans_features", PixelFeatures(model, **feat_kw)),
