@@ -321,7 +321,7 @@ def _run(o, log):
     km = dict(smooth=o["smooth"], n_init=o["n_init"], seed=o["seed"])
     k = o["segments"] or n_classes
     mrf = dict(beta=o["mrf_beta"], window=o["mrf_window"])
-    gabor = TextureEnergy().fit(x_pre)
+    gabor = TextureEnergy()                     # fitted in the loop, so its row is timed
     for name, extractor in (("kmeans_features", PixelFeatures(model, **feat_kw)),
                             ("kmeans_pixels", PixelFeatures(None)),
                             ("kmeans_pixels_pooled", PixelFeatures(None, **feat_kw)),
@@ -385,9 +385,12 @@ def _run(o, log):
 
 
 def _dihedral(x, masks):
-    """The 8 rotations and mirror images of every image and mask (the dihedral group)."""
+    """The 8 rotations and mirror images of every image and mask (the dihedral group).
+
+    Non-square images get the 4 that keep their shape (half turns and mirrors).
+    """
     xs, ms = [], []
-    for k in range(4):
+    for k in range(4) if x.shape[2] == x.shape[3] else (0, 2):
         x_r, m_r = numpy.rot90(x, k, axes=(2, 3)), numpy.rot90(masks, k, axes=(1, 2))
         xs += [x_r, x_r[..., ::-1]]
         ms += [m_r, m_r[..., ::-1]]
