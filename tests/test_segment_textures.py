@@ -197,3 +197,19 @@ def test_segment_cli_rejects_bad_texture_options(tmp_path, capsys, argv, words):
     err = capsys.readouterr().err
     assert code == 2 and words in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_texture_energy_with_learned_filters_uses_the_first_convolution():
+    from minicae.models import ConvAutoencoder
+
+    x, _ = _two_texture_image(np.random.default_rng(2), n=2, size=24)
+    model = ConvAutoencoder(1, channels=[4, 6], kernel_size=3, scheme="full", seed=0,
+                            input_size=[24, 24])
+    te = TextureEnergy(model=model, coords=True).fit(x)
+    f = te.transform(x)
+    assert f.shape == (2, 4 + 2, 24, 24)                  # 4 learned filters + row, column
+    assert te.periods_ == [3.0]
+    assert_allclose(te.banks_[0].sum(axis=(1, 2, 3)), 0, atol=1e-6)
+    assert_allclose(f[:, :4].mean(axis=(0, 2, 3)), 0, atol=1e-4)
+    with pytest.raises(ValueError, match="cannot be fine-tuned"):
+        te.transform(x, keep=True)
