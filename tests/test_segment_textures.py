@@ -213,3 +213,18 @@ def test_texture_energy_with_learned_filters_uses_the_first_convolution():
     assert_allclose(f[:, :4].mean(axis=(0, 2, 3)), 0, atol=1e-4)
     with pytest.raises(ValueError, match="cannot be fine-tuned"):
         te.transform(x, keep=True)
+
+
+def test_missing_realdata_extra_is_one_clear_line(monkeypatch, tmp_path, capsys):
+    import sys
+
+    from minicae.cli import main
+    from minicae.data import mosaics
+
+    monkeypatch.setattr(mosaics, "_CACHE", {})
+    monkeypatch.setitem(sys.modules, "skimage", None)      # import skimage -> ImportError
+    out = tmp_path / "run"
+    code = main(["segment", "--data", "textures", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "minicae[realdata]" in err and "Traceback" not in err
+    assert not out.exists()

@@ -56,8 +56,8 @@ def _photographs():
     try:
         from skimage import data as skdata
         from sklearn.datasets import load_sample_image
-    except ImportError as exc:
-        raise ImportError(f"make_texture_mosaics: the real-photograph textures need "
+    except ImportError as exc:      # RuntimeError, as plots does: the CLI prints one line
+        raise RuntimeError(f"make_texture_mosaics: the real-photograph textures need "
                           f"scikit-image and scikit-learn ({exc}). Install them with: "
                           f'pip install "minicae[realdata]".') from exc
     china = load_sample_image("china.jpg").astype(np.float64).mean(axis=2) / 255.0
