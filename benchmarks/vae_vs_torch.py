@@ -4,7 +4,7 @@
 
 For each data set (the built-in shapes at 28x28, textured and flat, and scikit-learn's bundled
 8x8 handwritten digits upsampled bilinearly to 28x28, ``pip install
-"minicae[digits]"``) and each seed, both sides train the ConvVAE (stride-2
+"minicae[realdata]"``) and each seed, both sides train the ConvVAE (stride-2
 convs 16, 32; latent 16; Bernoulli likelihood; Adam lr 1e-3; batch 64) on the
 same training images for the same epochs, each with its own initialisation,
 shuffling and noise from that seed. Both are scored on the same held-out

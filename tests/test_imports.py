@@ -69,7 +69,9 @@ MODULE_BUDGET = 400
 # Variational autoencoders (+765 package / +290 core): the VAE maths (functional/vae.py), models
 # (vae.py), pictures (vae_plots.py), the gathered Linear of top-k codes (reference,
 # Numba kernel, layer), the CLI flags and the bench rows.
-PACKAGE_BUDGET = 9460
+# Real-photograph segmentation (+410): texture mosaics, the Gabor texture-energy baseline,
+# the mean-field refinement, pictures and pipeline rows.
+PACKAGE_BUDGET = 9880
 # the maths floors (STYLE: "core well under ~4,000"); workflows are counted in the total
 CORE = ("backend.py", "dispatch.py", "errors.py", "_validation.py", "kernels", "functional",
         "nn")
