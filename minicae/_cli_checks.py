@@ -100,7 +100,7 @@ def check_args(args):
         _check_output(where, "--out", args.out, "dir")
         _check_output(where, "--json", args.json, "file")
         for dest in ("data", "masks", "checkpoint"):
-            if dest != "data" or args.data not in ("shapes", "shapes-anomaly"):
+            if dest != "data" or args.data not in ("shapes", "shapes-anomaly", "textures"):
                 _check_input(where, _flag(dest), getattr(args, dest))
     elif args.command == "bench":
         _check_output(where, "--json", args.json, "file")
