@@ -26,7 +26,7 @@ def _overlay(image, labels):
 
 def save_method_grid(images, truth, predictions, path, *, n=6):
     """One row per method (truth first), the same ``n`` images in every row."""
-    from ..plots import _pyplot
+    from ..plots import _pyplot, _savefig
 
     plt = _pyplot()
     rows = [("truth", truth)] + list(predictions.items())
@@ -41,14 +41,14 @@ def save_method_grid(images, truth, predictions, path, *, n=6):
             ax.set_yticks([])
         axes[r][0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    _savefig(fig, path)
     plt.close(fig)
     return path
 
 
 def save_miou_bars(results, path, *, metric="miou"):
     """Horizontal bars of one metric per method, best on top."""
-    from ..plots import _pyplot
+    from ..plots import _pyplot, _savefig
 
     plt = _pyplot()
     items = sorted(((row[metric], name) for name, row in results.items() if metric in row))
@@ -60,6 +60,6 @@ def save_miou_bars(results, path, *, metric="miou"):
     ax.set_xlabel(metric)
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    _savefig(fig, path)
     plt.close(fig)
     return path
