@@ -25,7 +25,6 @@ from numba.core import event
 
 from ._numba_c1 import (C1_GEOMETRIES, conv_c1, conv_c1_adjoint, conv_c1_t_backward,
                         conv_c1_wgrad)
-from ._numba_gather import gather_linear, gather_linear_backward, sparse_rows
 from ._numba_cv import conv_cv, conv_cv_adjoint, conv_cv_backward, conv_cv_t_backward
 from ._numba_optim import adam_update, adam_update_many
 from ._numba_ranges import add_in_order, channel_sums_into, image_range, team
@@ -37,8 +36,7 @@ __all__ = ["im2col_kn", "col2im_kn", "conv_direct", "conv_direct_adjoint",
            "conv_c1_wgrad", "C1_GEOMETRIES", "conv_s1", "conv_s1_adjoint", "conv_s1_backward",
            "conv_cv", "conv_cv_adjoint", "adam_update",
            "channel_sums", "conv_cv_backward", "conv_cv_t_backward",
-           "conv_c1_t_backward", "adam_update_many", "gather_linear",
-           "gather_linear_backward", "sparse_rows"]
+           "conv_c1_t_backward", "adam_update_many"]
 
 class _CompileNotice(event.Listener):
     """Says once per process, on the first kernel Numba must compile rather than load

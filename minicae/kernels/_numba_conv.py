@@ -33,10 +33,12 @@ from ._numba import (channel_sums, col2im_kn, conv_direct, conv_direct_adjoint,
 from ._numba_c1 import (C1_GEOMETRIES, conv_c1, conv_c1_adjoint, conv_c1_t_backward,
                         conv_c1_wgrad)
 from ._numba_cv import conv_cv, conv_cv_adjoint, conv_cv_backward, conv_cv_t_backward
+from ._numba_gather import gather_linear, gather_linear_backward, sparse_rows
 from ._numba_optim import adam_update, adam_update_many
 from ._numba_s1 import conv_s1, conv_s1_adjoint, conv_s1_backward
 
-__all__ = ["CANDIDATES", "adam_update", "adam_update_many", "kernel_threads"]
+__all__ = ["CANDIDATES", "adam_update", "adam_update_many", "kernel_threads", "gather_linear",
+           "gather_linear_backward", "sparse_rows"]
 
 # Columns' worth of bytes per thread from which a kernel splits its images over
 # Numba's threads: below it, the fork-join costs more than the second thread saves.
