@@ -28,20 +28,47 @@ def _host_has(feature):
     return feature is None or f"+{feature}" in llvm.get_host_cpu_features().flatten()
 
 
+def _env(cpu, folder):
+    return dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES="",
+                NUMBA_CACHE_DIR=str(folder / "numba"), HYPOTHESIS_PROFILE="ci")
+
+
+def _native(width, registers):
+    from minicae.kernels import _simd
+    return (_simd.VECTOR_BYTES, _simd.VECTOR_REGISTERS) == (width, registers)
+
+
+@pytest.fixture(scope="module")
+def suites(tmp_path_factory):
+    """Every other width's run of test_kernels_simd.py, started at once: each is one
+    single-threaded process that spends its time compiling, so they share the cores."""
+    started = {}
+    for cpu, feature, width, registers in TARGETS:
+        if (feature is None or _X86 and _host_has(feature)) and not _native(width, registers):
+            started[cpu] = subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                 str(_TESTS / "test_kernels_simd.py")],
+                env=_env(cpu, tmp_path_factory.mktemp(cpu)), cwd=_TESTS.parent,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield started
+    for proc in started.values():
+        if proc.poll() is None:            # a test stopped before reading it
+            proc.kill()
+            proc.communicate()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cpu,feature,width,registers", TARGETS)
-def test_simd_kernels_at_each_vector_width(cpu, feature, width, registers, tmp_path):
+def test_simd_kernels_at_each_vector_width(cpu, feature, width, registers, tmp_path, suites):
     if feature is not None and not (_X86 and _host_has(feature)):
         pytest.skip(f"this CPU cannot run code built for {cpu} (needs {feature})")
-    env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES="",
-               NUMBA_CACHE_DIR=str(tmp_path / "numba"), HYPOTHESIS_PROFILE="ci")
     probe = subprocess.run(
         [sys.executable, "-c", "from minicae.kernels import _simd; "
          "print(_simd.VECTOR_BYTES, _simd.VECTOR_REGISTERS)"],
-        env=env, capture_output=True, text=True, check=True)
+        env=_env(cpu, tmp_path), capture_output=True, text=True, check=True)
     assert probe.stdout.split() == [str(width), str(registers)], probe.stdout
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-         str(_TESTS / "test_kernels_simd.py")],
-        env=env, cwd=_TESTS.parent, capture_output=True, text=True)
-    assert run.returncode == 0, f"{cpu}: {run.stdout[-3000:]}{run.stderr[-2000:]}"
+    if cpu not in suites:
+        pytest.skip(f"{width}-byte vectors with {registers} registers are this CPU's own: "
+                    f"tests/test_kernels_simd.py runs them in the suite itself")
+    out, _ = suites[cpu].communicate()
+    assert suites[cpu].returncode == 0, f"{cpu}: {out[-5000:]}"
