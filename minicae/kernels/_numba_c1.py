@@ -231,11 +231,9 @@ def _wgrad_block(rows, planes, dw_out, o, i0, j0, size, kh, kw, pw, psize, sh, s
 
 # One compiled function per kernel and geometry, each compiled on first use and
 # cached on disk: the geometries of C1_GEOMETRIES get constant trip counts
-# (unrolled taps), any other runs the same loops with its sizes at run time. Conv
-# N128 1->16 28² k3 s2 p1 forward, one thread: taps at run time 0.42 ms, constant
-# 0.28 ms, im2col + GEMM 0.46 ms. (One function with a branch per geometry
-# compiled them all at once: the strided CAE's first step on a cold cache took
-# 16.7 s, now 4.5 s, 3.5 s before round 7; benchmarks/history.md, round 7.)
+# (unrolled taps), any other runs the same loops with its sizes at run time; one
+# function per geometry so that a cold start compiles only the geometries it meets
+# (benchmarks/README.md, decisions).
 @numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
 def _forward_3x3_s1(x, w, bias, y, pt, pl, has_bias, relu, sh, sw, dh, dw):
     _forward(x, w, bias, y, pt, pl, has_bias, relu, 3, 3, 1, 1, 1, 1)

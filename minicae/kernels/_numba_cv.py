@@ -360,9 +360,8 @@ def _adjoint_threads(dy, weight, bias, sh, sw, pt, pl, dh, dw, relu, x, block, t
 
 # A whole backward in one parallel region: each thread masks dY on its images, runs
 # the products on them and sums its partial dW and db, so that dY stays in its
-# core's cache and there is one fork-join, not four with Python between. Strided
-# CAE step, batch 32, two threads: conv 16->32 backward 216 -> 174 us
-# (benchmarks/history.md, round 11). The partial sums are added in range order.
+# core's cache and there is one fork-join, not four with Python between
+# (benchmarks/README.md, decisions). The partial sums are added in range order.
 
 @numba.njit(nogil=True, cache=True, parallel=True)
 def _backward_threads(dy, relu_out, x, weight, sh, sw, pt, pl, dh, dw, dx, block, threads):

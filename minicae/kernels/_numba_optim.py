@@ -60,8 +60,7 @@ def _adam_many(ps, gs, ms, vs, beta1, beta2, sqrt_bias2, eps, step):
 def adam_update_many(params, grads, exp_avgs, exp_avg_sqs, beta1, beta2, sqrt_bias2, eps,
                      step):
     """:func:`adam_update` over tuples of parameters and their arrays, in one call: each
-    a flat (1-D) contiguous array, one float dtype in all. A call per parameter cost
-    ~2 us of Python and dispatch (strided CAE, 8 parameters: Adam step 17 -> 12 us,
-    benchmarks/history.md, round 12). One compilation per number of parameters (~0.5 s,
-    then cached on disk)."""
+    a flat (1-D) contiguous array, one float dtype in all: one call, not one of Python
+    and dispatch per parameter (benchmarks/README.md, decisions). One compilation per
+    number of parameters, then cached on disk."""
     _adam_many(params, grads, exp_avgs, exp_avg_sqs, beta1, beta2, sqrt_bias2, eps, step)
