@@ -193,6 +193,16 @@ def _fail(where, what):
     return CheckpointError(f"{where}: {what}")
 
 
+def _load_params(model, params, where, what):
+    """``model`` with the saved parameters loaded, or a CheckpointError naming ``what``."""
+    try:
+        model.load_state_dict(params)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise _fail(where, f"the saved parameters do not fit {what} "
+                           f"({type(exc).__name__}: {exc}).") from exc
+    return model
+
+
 def _check_entry(entry, where):
     """Validate one manifest array entry; return ``(name, shape, dtype, nbytes)``."""
     if not (isinstance(entry, dict) and set(entry) == {"name", "shape", "dtype", "sha256"}):
@@ -398,12 +408,7 @@ def _fill(model, name, config, params, where):
             raise _fail(where, f"the model's config differs from the saved {name}: {got}. "
                                f"Build the model with the saved config, or load(path) "
                                f"to rebuild it.")
-    try:
-        model.load_state_dict(params)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise _fail(where, f"the saved parameters do not fit this {name} "
-                           f"({type(exc).__name__}: {exc}).") from exc
-    return model
+    return _load_params(model, params, where, f"this {name}")
 
 
 def load(path, *, map_model=None, model=None):
@@ -478,9 +483,4 @@ def _build(cls, name, config, params, where):
     saved_dtypes = {a.dtype for a in params.values()}
     if len(saved_dtypes) == 1 and saved_dtypes != {p.data.dtype for p in model.parameters()}:
         model.astype(saved_dtypes.pop())  # e.g. a model saved after .astype(float64)
-    try:
-        model.load_state_dict(params)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise _fail(where, f"the saved parameters do not fit the rebuilt {name} "
-                           f"({type(exc).__name__}: {exc}).") from exc
-    return model
+    return _load_params(model, params, where, f"the rebuilt {name}")
